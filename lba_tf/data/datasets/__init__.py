@@ -1,0 +1,1 @@
+"""Dataset readers, one per dataset, from the layouts their owners distribute."""

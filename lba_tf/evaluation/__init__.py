@@ -1,0 +1,1 @@
+"""Evaluation: re-identification metrics and protocols, feature extraction, re-ranking."""

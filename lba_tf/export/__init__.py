@@ -1,0 +1,1 @@
+"""Export: the trained encoder as a SavedModel for TensorFlow Serving."""

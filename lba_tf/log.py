@@ -1,0 +1,34 @@
+"""Logging: the package logger and TensorFlow's native log level, set once per program."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger("lba_tf")
+
+
+def setup_logging(verbose: bool = False) -> logging.Logger:
+    """Configure the ``lba_tf`` logger; silence TensorFlow's C++ logs unless ``verbose``.
+
+    Call it before TensorFlow is imported: the C++ log level is read at import time.
+
+    Args:
+        verbose: debug-level package logs and TensorFlow's own INFO/WARNING output.
+
+    Returns:
+        The package logger.
+    """
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+    if not verbose:
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
+    return logger

@@ -1,0 +1,1 @@
+"""Losses: batch-hard triplet, identity cross-entropy, dense triplet of the alignment."""

@@ -1,0 +1,1 @@
+"""Serving: a local TensorFlow-Serving-compatible gRPC server and the client."""

@@ -1,0 +1,1 @@
+"""Tools: weight conversion from PyTorch checkpoints."""

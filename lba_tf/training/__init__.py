@@ -1,0 +1,1 @@
+"""Training: optimizer, learning-rate schedule, the custom train step and the training loop."""
