@@ -1,0 +1,68 @@
+"""Pictures of the learned correspondences for TensorBoard, like the paper's figures."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def _grid_centres(grid_h: int, grid_w: int, height: int, width: int) -> np.ndarray:
+    """Pixel centres ``[grid_h * grid_w, 2]`` (x, y) of the feature cells, row-major."""
+    ys = (np.arange(grid_h) + 0.5) * height / grid_h
+    xs = (np.arange(grid_w) + 0.5) * width / grid_w
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def warp_image(target: np.ndarray, matching: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Warp ``target`` onto the query's grid with the soft matching, at feature resolution.
+
+    Args:
+        target: uint8 ``[H, W, 3]``, the image the query was matched to.
+        matching: ``[h*w, h*w]`` matching probability (rows: query cells, columns: target cells).
+        grid: the feature map size ``(h, w)``.
+
+    Returns:
+        uint8 ``[H, W, 3]``: each query cell painted with the probability-weighted mean colour
+        of the target cells, upsampled with nearest neighbours.
+    """
+    h, w = grid
+    height, width = target.shape[:2]
+    cells = np.asarray(Image.fromarray(target).resize((w, h), Image.BOX), np.float64).reshape(h * w, 3)
+    warped = (np.asarray(matching, np.float64) @ cells).reshape(h, w, 3)
+    warped = np.clip(np.round(warped), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(warped).resize((width, height), Image.NEAREST))
+
+
+def draw_correspondences(query: np.ndarray, target: np.ndarray, matching: np.ndarray,
+                         grid: tuple[int, int], top_k: int = 12) -> np.ndarray:
+    """The query and target side by side with the ``top_k`` strongest matches drawn as lines,
+    and the target warped onto the query's grid as a third panel.
+
+    Args:
+        query: uint8 ``[H, W, 3]`` (e.g. the RGB image).
+        target: uint8 ``[H, W, 3]`` (e.g. its positive IR image).
+        matching: ``[h*w, h*w]`` matching probability from query cells to target cells.
+        grid: the feature map size ``(h, w)``.
+        top_k: how many query cells (those with the most confident match) get a line.
+
+    Returns:
+        uint8 ``[H, 3W, 3]``.
+    """
+    height, width = query.shape[:2]
+    matching = np.asarray(matching, np.float64)
+    canvas = Image.new("RGB", (3 * width, height))
+    canvas.paste(Image.fromarray(query), (0, 0))
+    canvas.paste(Image.fromarray(target), (width, 0))
+    canvas.paste(Image.fromarray(warp_image(target, matching, grid)), (2 * width, 0))
+    centres = _grid_centres(*grid, height, width)
+    best = matching.argmax(axis=1)
+    strength = matching.max(axis=1)
+    draw = ImageDraw.Draw(canvas)
+    for rank, cell in enumerate(np.argsort(-strength, kind="stable")[:top_k]):
+        hue = rank / max(top_k, 1)
+        colour = tuple(int(255 * c) for c in (1 - hue, hue, 0.5))
+        (x0, y0), (x1, y1) = centres[cell], centres[best[cell]]
+        draw.line([(x0, y0), (x1 + width, y1)], fill=colour, width=1)
+        draw.ellipse([x0 - 1.5, y0 - 1.5, x0 + 1.5, y0 + 1.5], outline=colour)
+    return np.asarray(canvas)
