@@ -1,0 +1,1 @@
+"""Test-only PyTorch reference modules for parity checks."""
