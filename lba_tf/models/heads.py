@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lba_tf.models.batchnorm import TorchBatchNormalization
 from lba_tf.models.resnet import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
 
 
@@ -45,6 +46,8 @@ class GeMPooling(keras.layers.Layer):
 class BNNeck(keras.layers.Layer):
     """BatchNorm over pooled features with the shift (beta) frozen at zero.
 
+    Running statistics update as torch's do (``TorchBatchNormalization``).
+
     beta stays a (non-trainable) variable so that it is saved and a checkpoint's shift can be
     imported and checked.
 
@@ -67,8 +70,8 @@ class BNNeck(keras.layers.Layer):
         self.gamma_stddev = gamma_stddev
         self.epsilon = epsilon
         self.momentum = momentum
-        self.batch_norm = keras.layers.BatchNormalization(
-            epsilon=epsilon, momentum=momentum,
+        self.batch_norm = TorchBatchNormalization(
+            momentum=momentum, epsilon=epsilon,
             gamma_initializer=keras.initializers.RandomNormal(1.0, gamma_stddev),
             name="batch_norm")
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lba_tf.models.batchnorm import TorchBatchNormalization
+
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9  # torch momentum 0.1: moving = 0.9 * moving + 0.1 * batch
 
@@ -41,8 +43,8 @@ def _conv(filters: int, kernel_size: int, stride: int = 1, name: str | None = No
 
 
 def _batch_norm(name: str):
-    return keras.layers.BatchNormalization(
-        epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name=name)
+    return TorchBatchNormalization(
+        momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, name=name)
 
 
 def depth_spec(depth: int) -> tuple[str, tuple[int, int, int, int]]:

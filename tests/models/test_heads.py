@@ -50,8 +50,11 @@ def test_bnneck_normalises_with_batch_statistics_in_training():
     gamma = neck.batch_norm.gamma.numpy()
     expected = gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
-    # Moving mean after one step: 0.9 * 0 + 0.1 * batch mean.
+    # After one step from (0, 1): 0.9 * 0 + 0.1 * batch mean and, as torch, 0.9 * 1 + 0.1 * the
+    # unbiased batch variance.
     np.testing.assert_allclose(neck.batch_norm.moving_mean.numpy(), 0.1 * x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(neck.batch_norm.moving_variance.numpy(), 0.9 + 0.1 * x.var(0, ddof=1),
+                               rtol=1e-5)
 
 
 def test_bnneck_shift_gets_no_gradient_update():

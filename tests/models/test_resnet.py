@@ -112,9 +112,12 @@ def test_training_mode_batch_norm_matches_torch():
     out = encoder.body(nhwc(stem_out), training=True)
     for name in ("layer3", "layer4"):
         assert relative_error(out[name], nhwc(expected[name])) < TOLERANCE
-    # Moving means follow torch's running means (momentum 0.1 in torch terms).
+    # Moving statistics follow torch's running ones (momentum 0.1 in torch terms, unbiased
+    # variance).
     pairs = [(encoder.body.layer1.blocks[0].bn1, reference.layer1[0].bn1),
              (encoder.body.layer4.blocks[2].bn3, reference.layer4[2].bn3)]
     for keras_bn, torch_bn in pairs:
         np.testing.assert_allclose(keras_bn.moving_mean.numpy(), torch_bn.running_mean.numpy(),
                                    rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(keras_bn.moving_variance.numpy(), torch_bn.running_var.numpy(),
+                                   rtol=1e-4)
