@@ -1,0 +1,206 @@
+"""The LbA model: two-stream encoder, GeM, BNNeck and classifier, with CMAlign in training."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+import tensorflow as tf
+
+from lba_tf.losses.identity import identity_loss
+from lba_tf.losses.triplet import batch_hard_triplet_loss
+from lba_tf.models.alignment import CrossModalAlignment
+from lba_tf.models.encoder import TwoStreamEncoder
+from lba_tf.models.heads import BNNeck, GeMPooling, IdentityClassifier
+
+LOSS_NAMES = ("id", "triplet", "ic3", "ic4", "dt3", "dt4", "total")
+"""Loss components ``compute_losses`` returns (``ic*`` and ``dt*`` only for ``method="full"``)."""
+
+
+@keras.saving.register_keras_serializable(package="lba_tf")
+class LbAModel(keras.Model):
+    """Learning by Aligning (ICCV 2021) for visible-infrared person re-identification.
+
+    Training (:meth:`compute_losses`, :meth:`train_step`) takes the concatenated batch
+    [RGB (P*K); IR (P*K)], identity-major in each half. The baseline is ID + triplet; the full
+    method aligns layer3 and layer4 maps across modalities (CMAlign) and adds the
+    ID-consistency losses of the positive reconstructions and the dense triplet losses:
+    ``ID + triplet + ic_w * (IC3 + IC4) + dt_w * (DT3 + DT4)``.
+    Inference (:meth:`embed`, or calling the model on ``(images, modality)``) gives the pooled
+    layer4 feature before the BNNeck, L2-normalised, each image through its modality's stem.
+
+    Args:
+        num_classes: training identities (classifier outputs).
+        depth: ResNet depth, 18, 34 or 50.
+        width: stem channels (64 in torchvision's ResNet).
+        last_stride: stride of layer4 (1 in LbA).
+        method: ``"baseline"`` or ``"full"``.
+        num_identities: P, identities per batch (pairs of the alignment).
+        num_instances: K, images per identity and modality.
+        gem_p: GeM exponent.
+        temperature: tau of the matching softmax.
+        dt_reduction: ``"paper"`` or ``"official"`` reduction of the dense triplet loss.
+        triplet_margin: margin of the batch-hard triplet loss.
+        dense_triplet_margin: margin of the dense triplet loss.
+        dense_triplet_weight: weight of DT3 + DT4.
+        id_consistency_weight: weight of IC3 + IC4.
+        jit_compile_alignment: XLA-compile the correspondence computation.
+        seed: seed of the alignment's pair sampling.
+
+    Examples:
+
+    >>> model = LbAModel(num_classes=10, depth=18, width=16, num_identities=3, num_instances=2)
+    >>> emb = model.embed(tf.zeros([2, 64, 32, 3]), tf.constant([0, 1]))   # [2, 128]
+    """
+
+    def __init__(self, num_classes: int, depth: int = 50, width: int = 64, last_stride: int = 1,
+                 method: str = "full", num_identities: int = 8, num_instances: int = 4,
+                 gem_p: float = 3.0, temperature: float = 50.0, dt_reduction: str = "official",
+                 triplet_margin: float = 0.3, dense_triplet_margin: float = 0.3,
+                 dense_triplet_weight: float = 0.5, id_consistency_weight: float = 1.0,
+                 jit_compile_alignment: bool = True, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if method not in ("baseline", "full"):
+            raise ValueError(f"method must be 'baseline' or 'full', got {method!r}")
+        self.num_classes = int(num_classes)
+        self.depth, self.width, self.last_stride = int(depth), int(width), int(last_stride)
+        self.method = method
+        self.num_identities, self.num_instances = int(num_identities), int(num_instances)
+        self.gem_p, self.temperature, self.dt_reduction = float(gem_p), float(temperature), dt_reduction
+        self.triplet_margin = float(triplet_margin)
+        self.dense_triplet_margin = float(dense_triplet_margin)
+        self.dense_triplet_weight = float(dense_triplet_weight)
+        self.id_consistency_weight = float(id_consistency_weight)
+        self.jit_compile_alignment = bool(jit_compile_alignment)
+        self.seed = seed
+
+        self.encoder = TwoStreamEncoder(depth=depth, width=width, last_stride=last_stride, name="encoder")
+        self.pool = GeMPooling(p=gem_p, name="gem")
+        self.bnneck = BNNeck(name="bnneck")
+        self.classifier = IdentityClassifier(num_classes, name="classifier")
+        self.alignment = None
+        if method == "full":
+            self.alignment = CrossModalAlignment(
+                num_identities, num_instances, temperature=temperature, margin=dense_triplet_margin,
+                reduction=dt_reduction, jit_compile=jit_compile_alignment, seed=seed, name="cmalign")
+
+    def build_for(self, height: int, width: int) -> "LbAModel":
+        """Create every weight for ``height x width`` inputs (before ``load_weights``)."""
+        images = tf.zeros([2, height, width, 3])
+        pooled = self.pool(self.encoder(images, tf.constant([0, 1]), training=False)["layer4"])
+        self.classifier(self.bnneck(pooled, training=False))
+        self.image_size = (int(height), int(width))
+        self.built = True
+        return self
+
+    def get_build_config(self):
+        return {"image_size": list(self.image_size)} if getattr(self, "image_size", None) else None
+
+    def build_from_config(self, config):
+        # .keras loading: create every weight (the heads too, which inference never calls)
+        self.build_for(*config["image_size"])
+
+    def embed(self, images: tf.Tensor, modality: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Test-time embeddings.
+
+        Args:
+            images: float32 ``[B, H, W, 3]``, normalised (``lba_tf.data.preprocess.normalize``).
+            modality: int32 ``[B]``, 0 visible, 1 infrared.
+            training: BatchNorm mode.
+
+        Returns:
+            float32 ``[B, D]``, the GeM-pooled layer4 feature before the BNNeck, L2-normalised.
+        """
+        pooled = self.pool(self.encoder(images, modality, training=training)["layer4"])
+        pooled = tf.cast(pooled, tf.float32)
+        # torch's F.normalize: x / max(||x||, 1e-12)
+        return pooled / tf.maximum(tf.norm(pooled, axis=-1, keepdims=True), 1e-12)
+
+    def call(self, inputs, training: bool = False):
+        images, modality = inputs
+        return self.embed(images, modality, training=training)
+
+    def _head(self, feature_map: tf.Tensor, training: bool):
+        pooled = self.pool(feature_map)
+        return pooled, tf.cast(self.classifier(self.bnneck(pooled, training=training)), tf.float32)
+
+    def compute_losses(self, images: tf.Tensor, labels: tf.Tensor, training: bool = True,
+                       pairs: Mapping[str, Any] | None = None) -> dict[str, tf.Tensor]:
+        """Every loss component of one training batch.
+
+        Args:
+            images: float32 ``[2PK, H, W, 3]``, [RGB half; IR half], identity-major.
+            labels: int32 ``[2PK]`` training labels.
+            training: BatchNorm mode (the recipe trains in training mode).
+            pairs: optional explicit alignment pairs ``{"layer3": (pos, neg), "layer4": (pos, neg)}``,
+                int32 ``[2PK]`` indices into the batch; sampled at random when omitted.
+
+        Returns:
+            A dict with the scalar losses of :data:`LOSS_NAMES` (``ic*``/``dt*`` in full mode),
+            ``logits`` ``[2PK, num_classes]``, ``pooled`` ``[2PK, D]``, and in full mode the
+            layer4 alignment's ``matching`` and ``reconstruction`` for visualisation.
+        """
+        pairs = pairs or {}
+        half = tf.shape(images)[0] // 2
+        feats = self.encoder.forward_pair(images[:half], images[half:], training=training)
+        out: dict[str, tf.Tensor] = {}
+        if self.alignment is not None:
+            # The order of BNNeck calls follows the reference (IC3, IC4, then ID) so that its
+            # running statistics see the same sequence of batches.
+            a3 = self.alignment(feats["layer3"], pairs=pairs.get("layer3"), training=training)
+            recon3 = self.encoder.body.layer4(a3["reconstruction"], training=training)
+            _, logits3 = self._head(recon3, training)
+            a4 = self.alignment(feats["layer4"], pairs=pairs.get("layer4"), training=training)
+            _, logits4 = self._head(a4["reconstruction"], training)
+            out["ic3"] = identity_loss(logits3, labels)
+            out["ic4"] = identity_loss(logits4, labels)
+            out["dt3"] = tf.cast(a3["loss"], tf.float32)
+            out["dt4"] = tf.cast(a4["loss"], tf.float32)
+            out["matching"] = a4["matching"]
+            out["reconstruction"] = a4["reconstruction"]
+        pooled, logits = self._head(feats["layer4"], training)
+        out["id"] = identity_loss(logits, labels)
+        out["triplet"] = batch_hard_triplet_loss(tf.cast(pooled, tf.float32), labels, self.triplet_margin)
+        total = out["id"] + out["triplet"]
+        if self.alignment is not None:
+            total += self.id_consistency_weight * (out["ic3"] + out["ic4"])
+            total += self.dense_triplet_weight * (out["dt3"] + out["dt4"])
+        out["total"] = total
+        out["logits"] = logits
+        out["pooled"] = pooled
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_classes": self.num_classes, "depth": self.depth, "width": self.width,
+            "last_stride": self.last_stride, "method": self.method,
+            "num_identities": self.num_identities, "num_instances": self.num_instances,
+            "gem_p": self.gem_p, "temperature": self.temperature, "dt_reduction": self.dt_reduction,
+            "triplet_margin": self.triplet_margin, "dense_triplet_margin": self.dense_triplet_margin,
+            "dense_triplet_weight": self.dense_triplet_weight,
+            "id_consistency_weight": self.id_consistency_weight,
+            "jit_compile_alignment": self.jit_compile_alignment, "seed": self.seed,
+        })
+        return config
+
+
+def build_model(config, num_classes: int) -> LbAModel:
+    """The LbA model a :class:`lba_tf.config.Config` describes, with every weight created.
+
+    ``model.pretrained`` (Keras weights written by ``python -m lba_tf.tools.import_torch``)
+    is loaded when set.
+    """
+    m, loss, data = config.model, config.loss, config.data
+    model = LbAModel(
+        num_classes, depth=m.depth, width=m.width, last_stride=m.last_stride, method=m.method,
+        num_identities=data.num_identities, num_instances=data.num_instances, gem_p=m.gem_p,
+        temperature=m.temperature, dt_reduction=m.dt_reduction, triplet_margin=loss.triplet_margin,
+        dense_triplet_margin=loss.dense_triplet_margin,
+        dense_triplet_weight=loss.dense_triplet_weight,
+        id_consistency_weight=loss.id_consistency_weight,
+        jit_compile_alignment=config.train.jit_compile, seed=config.train.seed, name="lba")
+    model.build_for(data.image_height, data.image_width)
+    if m.pretrained:
+        model.load_weights(m.pretrained)
+    return model
