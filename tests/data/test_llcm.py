@@ -43,7 +43,8 @@ def test_training_set_follows_the_lists_with_their_labels(root):
 def test_query_is_every_test_image_of_the_query_modality(root, direction, modality, cameras):
     (split,) = LLCM(root).test_splits(direction, 1)
     kind = {"vis": "visible", "nir": "infrared"}[modality]
-    expected = [ImageRecord(f"test_{modality}/cam{c}/{pid:04d}/{llcm_name(pid, c, k, modality)}", pid, c, kind)
+    folder = f"test_{modality}/cam{{}}/{{:04d}}"
+    expected = [ImageRecord(f"{folder.format(c, pid)}/{llcm_name(pid, c, k, modality)}", pid, c, kind)
                 for pid in (20, 30, 40) for c in cameras[pid] for k in (1, 3, 12)]
     assert list(split.query) == expected
 
@@ -57,9 +58,11 @@ def test_gallery_equals_the_literal_global_random_procedure(root, direction, cam
     splits = LLCM(root, gallery_shots=shots).test_splits(direction, 10)
     assert [s.trial for s in splits] == list(range(10))
     for t, split in enumerate(splits):
-        assert [root + "/" + r.path for r in split.gallery] == literal_gallery(root, TEST_IDS, cameras, t, shots)
+        reference = literal_gallery(root, TEST_IDS, cameras, t, shots)
+        assert [root + "/" + r.path for r in split.gallery] == reference
         assert len(split.gallery) == size * (1 if shots == "single" else 3)
-        assert all(r.path.startswith(f"test_{'vis' if r.modality == 'visible' else 'nir'}/cam{r.camera}/{r.pid:04d}/")
+        folder = {"visible": "test_vis", "infrared": "test_nir"}
+        assert all(r.path.startswith(f"{folder[r.modality]}/cam{r.camera}/{r.pid:04d}/")
                    for r in split.gallery)
     assert len({tuple(s.gallery) for s in splits}) > 1
 
@@ -140,3 +143,8 @@ def test_identity_in_training_and_test_is_an_error(root):
     open(os.path.join(root, "idx", "test_id.txt"), "w").write("20,30,40,8\n")
     with pytest.raises(DatasetError, match=re.escape("identities [8] are listed for both training and test")):
         LLCM(root)
+
+
+def test_missing_root_names_it(tmp_path):
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path}/LLCM: folder not found")):
+        LLCM(str(tmp_path / "LLCM"))

@@ -27,8 +27,9 @@ def _path(folder, letter, pid, k):
 def test_training_set_is_the_split_files_visible_then_thermal(root, trial):
     dataset = RegDB(root, trial=trial)
     train, _ = regdb_split(IDS, trial)
+    kinds = (("Visible", "v", 1, "visible"), ("Thermal", "t", 2, "infrared"))
     expected = [ImageRecord(_path(folder, letter, pid, k), rank, camera, modality, rank)
-                for folder, letter, camera, modality in (("Visible", "v", 1, "visible"), ("Thermal", "t", 2, "infrared"))
+                for folder, letter, camera, modality in kinds
                 for rank, pid in enumerate(train) for k in (1, 2)]
     assert dataset.train == expected
     assert dataset.num_classes == 3
@@ -64,8 +65,8 @@ def test_training_labels_are_renumbered_in_order(root):
     for kind in ("visible", "thermal"):
         path = os.path.join(root, "idx", f"train_{kind}_1.txt")
         lines = open(path).read().split("\n")
-        with open(path, "w") as f:
-            f.write("\n".join(re.sub(r" (\d+)$", lambda m: f" {10 * int(m.group(1)) + 7}", line) for line in lines))
+        relabelled = (re.sub(r" (\d+)$", lambda m: f" {10 * int(m.group(1)) + 7}", line) for line in lines)
+        open(path, "w").write("\n".join(relabelled))
     dataset = RegDB(root, trial=1)
     assert sorted({(r.pid, r.label) for r in dataset.train}) == [(7, 0), (17, 1), (27, 2)]
 
@@ -105,3 +106,8 @@ def test_training_identity_in_one_modality_only_is_an_error(root):
                                                      "images in both modalities; no infrared images for "
                                                      "identities [1]")):
         RegDB(root, trial=1)
+
+
+def test_missing_root_names_it(tmp_path):
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path}/RegDB: folder not found")):
+        RegDB(str(tmp_path / "RegDB"))

@@ -85,10 +85,12 @@ class LLCM:
             raise ValueError(f"gallery_shots must be 'single' or 'multi', got {gallery_shots!r}")
         self.root = str(root)
         self.gallery_shots = gallery_shots
-        for folder in ("", "idx", "test_vis", "test_nir"):
+        require_dir(self.root)
+        for folder in ("idx", "test_vis", "test_nir"):
             require_dir(os.path.join(self.root, folder))
         idx = os.path.join(self.root, "idx")
-        self.train = self._training_set(os.path.join(idx, "train_vis.txt"), os.path.join(idx, "train_nir.txt"))
+        self.train = self._training_set(os.path.join(idx, "train_vis.txt"),
+                                        os.path.join(idx, "train_nir.txt"))
         self.num_classes = len({r.label for r in self.train})
         test_ids = read_id_file(os.path.join(idx, "test_id.txt"))
         overlap = sorted(set(test_ids) & {r.pid for r in self.train})

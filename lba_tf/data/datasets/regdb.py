@@ -50,7 +50,8 @@ class RegDB:
             raise ValueError(f"RegDB trial must be an integer in 1..10, got {trial!r}")
         self.root = str(root)
         self.trial = trial
-        for folder in ("", "Visible", "Thermal", "idx"):
+        require_dir(self.root)
+        for folder in ("Visible", "Thermal", "idx"):
             require_dir(os.path.join(self.root, folder))
         lists = {(split, kind): read_list_file(self._index_file(split, kind), self.root)
                  for split in ("train", "test") for kind in ("visible", "thermal")}
