@@ -57,7 +57,8 @@ def test_query_is_every_ir_image_of_test_ids_by_id_camera_file(root):
 
 def test_query_file_order_is_sorted_by_name(tmp_path):
     names = ["0010.jpg", "0002.jpg", "0001.jpg"]
-    root = write_sysu(tmp_path, [1], [2], [3], {**sysu_images([1, 2], (1, 3), 1), (3, 3): names, (1, 3): names})
+    images = {**sysu_images([1, 2], (1, 3), 1), (3, 3): names, (1, 3): names}
+    root = write_sysu(tmp_path, [1], [2], [3], images)
     (split,) = SYSUMM01(str(root)).test_splits("infrared_to_visible", 1)
     assert [r.path for r in split.query] == ["cam3/0003/0001.jpg", "cam3/0003/0002.jpg", "cam3/0003/0010.jpg"]
 

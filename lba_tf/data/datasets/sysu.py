@@ -91,5 +91,6 @@ class SYSUMM01:
         """
         check_direction(direction, self.directions, "SYSU-MM01")
         check_trials(trials)
-        return [TestSplit(direction, t, self._query, draw_gallery(self._gallery_folders, t, self.gallery_shots))
+        return [TestSplit(direction, t, self._query,
+                          draw_gallery(self._gallery_folders, t, self.gallery_shots))
                 for t in range(trials)]
