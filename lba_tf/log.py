@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 logger = logging.getLogger("lba_tf")
 
@@ -31,4 +32,21 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
     if not verbose:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
         logging.getLogger("absl").setLevel(logging.ERROR)
+        _import_tensorflow_quietly()
     return logger
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the native stderr closed: its CUDA stub writes lines at load time
+    (before absl logging is initialised) that no log level silences. Python errors still raise."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
