@@ -17,8 +17,9 @@ identity and its own camera; ``"regdb"``: nothing.
 The work is vectorised over queries and done in blocks of query rows, so a gallery of 100,000
 images is scored without a full distance matrix (``evaluate_features``). Every query is scored
 from its own distance row alone and the per-query scores are reduced once at the end, so the
-blocking never changes a result: ``evaluate`` on a full matrix and ``evaluate_features`` on the
-features it came from give the same numbers.
+blocking never changes a result. Scores depend only on the order within each row, so ``evaluate``
+on ``-(q @ g.T)`` and ``evaluate_features(q, g, ...)`` agree exactly, unless the matrix product
+rounds a distance differently in a block and that swaps two distances equal up to rounding.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import numpy as np
 PROTOCOLS = ("sysu", "regdb", "llcm")
 SYSU_INDOOR_INFRARED_CAMERA = 3
 SYSU_SAME_ROOM_VISIBLE_CAMERA = 2
-BLOCK_ELEMENTS = 1 << 22
-"""Query rows per block are chosen so that a block holds about this many distances."""
+SCORE_BLOCK_ELEMENTS = 1 << 22
+"""Queries are scored in blocks of rows holding about this many distances (bounds memory)."""
+DISTANCE_BLOCK_ELEMENTS = 1 << 24
+"""Default size, in distances, of the blocks ``feature_distance_chunks`` computes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,25 +88,23 @@ def stable_argsort(values: np.ndarray) -> np.ndarray:
     return order
 
 
-def ranked_prefix(distances: np.ndarray, matches: np.ndarray) -> np.ndarray:
-    """Stable ascending order of each row, cut after the last true match of every row.
+def ranked_prefix(distances: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """Stable ascending order of each row, cut once it has passed the row's limit.
 
-    Nothing after a query's last true match affects its scores, so only the entries up to it
-    are sorted: the block keeps the ``K`` smallest distances of each row (``K`` the longest such
-    prefix in the block), found by partition and then sorted in gallery order, which gives the
-    first ``K`` entries of the stable order.
+    Only the ``K`` smallest distances of each row are sorted (``K`` the largest number of
+    entries ``<= limit`` in a row of the block): they are found by partition and sorted in
+    gallery order, which gives the first ``K`` entries of the stable order, ties included.
 
     Args:
         distances: ``[Q, G]`` distances.
-        matches: ``[Q, G]`` bool, the true matches the protocol keeps.
+        limits: ``[Q]`` values; NaN asks for the whole row.
 
     Returns:
-        ``[Q, K]`` gallery indices, ``K <= G``; row ``q`` is exact up to its last true match.
+        ``[Q, K]`` column indices, ``K <= G``; row ``q`` is exact over its entries ``<= limits[q]``.
     """
     num_gallery = distances.shape[1]
-    last_match = np.max(np.where(matches, distances, -np.inf), axis=1, initial=-np.inf)
-    lengths = np.count_nonzero(distances <= last_match[:, None], axis=1)
-    lengths[np.isnan(last_match)] = num_gallery
+    lengths = np.count_nonzero(distances <= limits[:, None], axis=1)
+    lengths[np.isnan(limits)] = num_gallery
     prefix = int(lengths.max(initial=0))
     if 2 * prefix >= num_gallery:
         return stable_argsort(distances)
@@ -162,9 +163,13 @@ def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: n
     num_queries = distances.shape[0]
     keep = keep_mask(protocol, query_pids, query_cams, gallery_pids, gallery_cams)
     matches = (query_pids[:, None] == gallery_pids[None, :]) & keep
-    order = ranked_prefix(distances, matches)
-    ranked_keep = np.take_along_axis(keep, order, axis=1)
-    ranked_matches = np.take_along_axis(matches, order, axis=1)
+    # Nothing after a query's last true match affects its scores: rank only up to it.
+    last_match = np.max(np.where(matches, distances, -np.inf), axis=1, initial=-np.inf)
+    order = ranked_prefix(distances, last_match)
+    # 0: excluded, 1: kept, 2: kept true match; one gather for both masks.
+    ranked_status = np.take_along_axis(keep.view(np.uint8) + matches, order, axis=1)
+    ranked_keep = ranked_status > 0
+    ranked_matches = ranked_status == 2
     positions = np.cumsum(ranked_keep, axis=1) - 1
 
     # True matches in row-major order: entries of a row are consecutive, by ascending rank.
@@ -266,6 +271,7 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
     query_pids, query_cams = _as_vectors(query_pids, query_cams, "query")
     gallery_pids, gallery_cams = _as_vectors(gallery_pids, gallery_cams, "gallery")
     gallery_codes = np.unique(gallery_pids, return_inverse=True)[1].reshape(-1)
+    rows = _rows_per_block(None, len(gallery_pids), SCORE_BLOCK_ELEMENTS)
     blocks = []
     start = 0
     for chunk in distance_chunks:
@@ -275,9 +281,11 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
             raise ValueError(f"distance block of shape {chunk.shape} does not fit "
                              f"{len(query_pids)} queries x {len(gallery_pids)} gallery images "
                              f"at row {start}")
-        blocks.append(score_queries(chunk, query_pids[start:stop], gallery_pids,
-                                    query_cams[start:stop], gallery_cams, protocol,
-                                    gallery_codes))
+        for offset in range(0, chunk.shape[0], rows):
+            block = slice(start + offset, min(start + offset + rows, stop))
+            blocks.append(score_queries(chunk[offset:offset + rows], query_pids[block],
+                                        gallery_pids, query_cams[block], gallery_cams,
+                                        protocol, gallery_codes))
         start = stop
     if start != len(query_pids):
         raise ValueError(f"distance blocks cover {start} rows, expected {len(query_pids)}")
@@ -285,7 +293,7 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
 
 
 def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams, protocol: str,
-             max_rank: int = 20, chunk_size: int | None = None) -> dict:
+             max_rank: int = 20) -> dict:
     """Evaluate a full ``[Q, G]`` distance matrix (smaller = more similar).
 
     Args:
@@ -296,8 +304,6 @@ def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams, protoc
         gallery_cams: ``[G]`` camera numbers.
         protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
         max_rank: length of the CMC curve.
-        chunk_size: query rows scored at a time (bounds the working memory); by default about
-            ``BLOCK_ELEMENTS`` distances per block. Does not change the result.
 
     Returns:
         ``{"cmc": [max_rank] float64, "mAP": float, "mINP": float, "num_valid_queries": int}``.
@@ -309,10 +315,8 @@ def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams, protoc
     distmat = np.asarray(distmat)
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be [Q, G], got shape {distmat.shape}")
-    rows = _rows_per_chunk(chunk_size, distmat.shape[1])
-    chunks = (distmat[start:start + rows] for start in range(0, distmat.shape[0], rows))
-    return evaluate_chunks(chunks, query_pids, gallery_pids, query_cams, gallery_cams, protocol,
-                           max_rank)
+    return evaluate_chunks([distmat], query_pids, gallery_pids, query_cams, gallery_cams,
+                           protocol, max_rank)
 
 
 def feature_distance_chunks(query_feats, gallery_feats,
@@ -324,14 +328,15 @@ def feature_distance_chunks(query_feats, gallery_feats,
     Args:
         query_feats: ``[Q, D]`` features.
         gallery_feats: ``[G, D]`` features.
-        chunk_size: query rows per block; by default about ``BLOCK_ELEMENTS`` distances.
+        chunk_size: query rows per block; by default about ``DISTANCE_BLOCK_ELEMENTS``
+            distances.
 
     Yields:
         ``[Q_i, G]`` distance blocks, in query order.
     """
     query_feats = np.asarray(query_feats)
     gallery_t = np.asarray(gallery_feats).T
-    rows = _rows_per_chunk(chunk_size, gallery_t.shape[1])
+    rows = _rows_per_block(chunk_size, gallery_t.shape[1], DISTANCE_BLOCK_ELEMENTS)
     for start in range(0, query_feats.shape[0], rows):
         yield -(query_feats[start:start + rows] @ gallery_t)
 
@@ -341,8 +346,8 @@ def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, quer
                       chunk_size: int | None = None) -> dict:
     """Evaluate L2-normalised features with distance ``-q . g``, block by block.
 
-    Equal to ``evaluate(-(query_feats @ gallery_feats.T), ...)`` while holding only
-    ``chunk_size`` rows of distances at a time.
+    The same as ``evaluate(-(query_feats @ gallery_feats.T), ...)`` (see the module note on
+    rounding) while holding only ``chunk_size`` rows of distances at a time.
 
     Args:
         query_feats: ``[Q, D]`` features.
@@ -353,7 +358,8 @@ def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, quer
         gallery_cams: ``[G]`` camera numbers.
         protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
         max_rank: length of the CMC curve.
-        chunk_size: query rows per block; by default about ``BLOCK_ELEMENTS`` distances.
+        chunk_size: query rows per distance block; by default about
+            ``DISTANCE_BLOCK_ELEMENTS`` distances. Does not change the result.
 
     Returns:
         The dict of ``evaluate``.
@@ -382,9 +388,9 @@ def mean_over_trials(results: Sequence[dict]) -> dict:
     }
 
 
-def _rows_per_chunk(chunk_size: int | None, num_gallery: int) -> int:
+def _rows_per_block(chunk_size: int | None, num_gallery: int, elements: int) -> int:
     if chunk_size is None:
-        return max(1, BLOCK_ELEMENTS // max(num_gallery, 1))
+        return max(1, elements // max(num_gallery, 1))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return chunk_size

@@ -109,14 +109,15 @@ def test_large_gallery_with_early_matches_matches_reference(protocol):
 
 
 @pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
-def test_chunked_rows_give_identical_results(protocol):
+def test_query_blocks_give_identical_results(protocol, monkeypatch):
     case = random_case(protocol, seed=3, num_ids=40, match_bias=0.5, quantize=True)
     full = evaluate(*case, protocol)
-    for chunk_size in (1, 7, 39):
-        assert_identical(evaluate(*case, protocol, chunk_size=chunk_size), full)
     distmat, *ids = case
     blocks = iter(np.array_split(distmat, [3, 4, 20]))
     assert_identical(metrics.evaluate_chunks(blocks, *ids, protocol), full)
+    for elements in (1, 7 * distmat.shape[1]):  # scoring blocks of 1 and 7 rows
+        monkeypatch.setattr(metrics, "SCORE_BLOCK_ELEMENTS", elements)
+        assert_identical(evaluate(*case, protocol), full)
 
 
 @pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
@@ -255,18 +256,18 @@ def test_stable_argsort_equals_numpy_stable_sort():
                                   np.argsort(values, axis=1, kind="stable"))
 
 
-def test_ranked_prefix_is_the_stable_order_up_to_the_last_match():
+def test_ranked_prefix_is_the_stable_order_up_to_the_limit():
     rng = np.random.default_rng(2)
-    distances = np.round(rng.random((20, 200)) * 50)
-    matches = np.zeros((20, 200), dtype=bool)
-    matches[np.arange(20), rng.integers(0, 200, 20)] = True
-    distances[matches] = rng.integers(0, 5, 20)  # early matches: a short prefix
-    order = metrics.ranked_prefix(distances, matches)
+    distances = np.round(rng.random((20, 200)) * 50)  # many ties
+    limits = rng.integers(0, 5, 20).astype(np.float64)
+    order = metrics.ranked_prefix(distances, limits)
     stable = np.argsort(distances, axis=1, kind="stable")
     assert order.shape[1] < 100
     for row in range(20):
-        last = np.flatnonzero(matches[row, stable[row]]).max()
-        np.testing.assert_array_equal(order[row, :last + 1], stable[row, :last + 1])
+        length = np.count_nonzero(distances[row] <= limits[row])
+        np.testing.assert_array_equal(order[row, :length], stable[row, :length])
+    limits[3] = np.nan  # asks for whole rows
+    np.testing.assert_array_equal(metrics.ranked_prefix(distances, limits), stable)
 
 
 def test_cmc_beyond_gallery_length_stays_at_final_value():
