@@ -8,9 +8,6 @@ from keras import ops
 
 from lba_tf.models.resnet import ResNetBody, ResNetStem, feature_channels
 
-VISIBLE = 0
-INFRARED = 1
-
 
 def _run_stem(stem: ResNetStem, images: tf.Tensor, training) -> tf.Tensor:
     """Apply ``stem`` to a possibly empty batch.
@@ -39,15 +36,16 @@ class TwoStreamEncoder(keras.Model):
         last_stride: stride of layer4; 1 keeps layer3's resolution.
 
     Call ``encoder(images, modality)`` with ``images`` ``[B, H, W, 3]`` (any mix of modalities)
-    and ``modality`` int32 ``[B]`` (0 visible, 1 infrared); ``forward_pair(visible, infrared)``
-    for a training batch. Both return ``{"layer3": [N, H/16, W/16, C3], "layer4": [N, H/16,
-    W/16, C4]}`` (with ``last_stride=1``), ``(C3, C4) = feature_channels(depth, width)``.
+    and ``modality`` int32 ``[B]`` (0 visible, 1 infrared, as ``records.MODALITY_INDEX``);
+    ``forward_pair(visible, infrared)`` for a training batch. Both return ``{"layer3": [N, H/16,
+    W/16, C3], "layer4": [N, H/16, W/16, C4]}`` (with ``last_stride=1``), where
+    ``(C3, C4) = feature_channels(depth, width)``.
 
     Examples:
     >>> encoder = TwoStreamEncoder(depth=18, width=16)
     >>> images = keras.ops.zeros((3, 64, 32, 3))
-    >>> encoder(images, keras.ops.array([0, 1, 0], "int32"))["layer4"].shape
-    TensorShape([3, 4, 2, 128])
+    >>> tuple(encoder(images, keras.ops.array([0, 1, 0], "int32"))["layer4"].shape)
+    (3, 4, 2, 128)
     """
 
     def __init__(self, depth: int = 50, width: int = 64, last_stride: int = 1, **kwargs):

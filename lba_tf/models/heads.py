@@ -11,7 +11,7 @@ from lba_tf.models.resnet import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
 
 @keras.saving.register_keras_serializable(package="lba_tf")
 class GeMPooling(keras.layers.Layer):
-    """Generalised-mean pooling with a fixed exponent: ``(mean_positions(x ** p) + eps) ** (1 / p)``.
+    """Generalised-mean (GeM) pooling, fixed exponent: ``(mean over H, W of x**p + eps)**(1/p)``.
 
     Args:
         p: the exponent (3 in LbA); not trained.
@@ -20,7 +20,7 @@ class GeMPooling(keras.layers.Layer):
     Input ``[N, H, W, C]`` (non-negative, e.g. after a ReLU), output ``[N, C]``.
 
     Examples:
-    >>> GeMPooling()(keras.ops.ones((2, 18, 9, 2048))).shape
+    >>> tuple(GeMPooling()(keras.ops.ones((2, 18, 9, 2048))).shape)
     (2, 2048)
     """
 
@@ -60,7 +60,7 @@ class BNNeck(keras.layers.Layer):
 
     Examples:
     >>> neck = BNNeck()
-    >>> neck(keras.ops.ones((4, 2048)), training=True).shape
+    >>> tuple(neck(keras.ops.ones((4, 2048)), training=True).shape)
     (4, 2048)
     """
 
@@ -100,7 +100,7 @@ class IdentityClassifier(keras.layers.Layer):
     Input ``[N, C]``, output logits ``[N, num_classes]``.
 
     Examples:
-    >>> IdentityClassifier(395)(keras.ops.ones((4, 2048))).shape
+    >>> tuple(IdentityClassifier(395)(keras.ops.ones((4, 2048))).shape)
     (4, 395)
     """
 

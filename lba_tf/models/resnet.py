@@ -112,7 +112,7 @@ class BasicBlock(_ResidualBlock):
 
     Examples:
     >>> block = BasicBlock(64, stride=2, projection=True)
-    >>> block(keras.ops.zeros((2, 16, 8, 32))).shape
+    >>> tuple(block(keras.ops.zeros((2, 16, 8, 32))).shape)
     (2, 8, 4, 64)
     """
 
@@ -153,7 +153,7 @@ class Bottleneck(_ResidualBlock):
 
     Examples:
     >>> block = Bottleneck(16, stride=2, projection=True)
-    >>> block(keras.ops.zeros((2, 16, 8, 32))).shape
+    >>> tuple(block(keras.ops.zeros((2, 16, 8, 32))).shape)
     (2, 8, 4, 64)
     """
 
@@ -199,7 +199,7 @@ class ResNetStem(keras.layers.Layer):
 
     Examples:
     >>> stem = ResNetStem(width=16)
-    >>> stem(keras.ops.zeros((1, 288, 144, 3))).shape
+    >>> tuple(stem(keras.ops.zeros((1, 288, 144, 3))).shape)
     (1, 72, 36, 16)
     """
 
@@ -241,7 +241,7 @@ class ResNetStage(keras.layers.Layer):
 
     Examples:
     >>> stage = ResNetStage("bottleneck", 16, 3, input_channels=16)
-    >>> stage(keras.ops.zeros((1, 8, 4, 16))).shape
+    >>> tuple(stage(keras.ops.zeros((1, 8, 4, 16))).shape)
     (1, 8, 4, 64)
     """
 
@@ -300,7 +300,7 @@ class ResNetBody(keras.layers.Layer):
     Examples:
     >>> body = ResNetBody(depth=18, width=16)
     >>> out = body(keras.ops.zeros((1, 16, 8, 16)))
-    >>> out["layer3"].shape, out["layer4"].shape
+    >>> tuple(out["layer3"].shape), tuple(out["layer4"].shape)
     ((1, 4, 2, 64), (1, 4, 2, 128))
     """
 

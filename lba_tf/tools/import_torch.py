@@ -46,7 +46,8 @@ class WeightImportError(ValueError):
         self.misshaped = tuple(misshaped)
         lines = [message] if message else []
         if self.unknown:
-            lines.append(f"{len(self.unknown)} unknown checkpoint tensors: {', '.join(self.unknown)}")
+            lines.append(f"{len(self.unknown)} unknown checkpoint tensors: "
+                         f"{', '.join(self.unknown)}")
         if self.missing:
             lines.append(f"{len(self.missing)} tensors missing from the checkpoint: "
                          f"{', '.join(self.missing)}")
@@ -106,7 +107,8 @@ def load_torch_checkpoint(path) -> dict[str, np.ndarray]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("net", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
     if not isinstance(state, Mapping):
-        raise WeightImportError(message=f"{path}: expected a state dict, got {type(state).__name__}")
+        raise WeightImportError(
+            message=f"{path}: expected a state dict, got {type(state).__name__}")
     not_tensors = sorted(key for key, value in state.items() if not torch.is_tensor(value))
     if not_tensors:
         raise WeightImportError(message=f"{path}: entries that are not tensors: "
@@ -248,9 +250,9 @@ def assign_lba_checkpoint(encoder, bnneck, classifier,
     """Copy an LbA training checkpoint into the encoder, BNNeck and identity classifier.
 
     The unused copies (the stems' layer1-4 and fc, the body's conv1 and bn1) and the
-    ``num_batches_tracked`` counters are skipped and counted in the report; any other unknown key, a missing key or a mis-shaped
-    tensor raises before anything is copied. Unbuilt heads are built for the encoder's layer4
-    channels.
+    ``num_batches_tracked`` counters are skipped and counted in the report; any other unknown
+    key, a missing key or a mis-shaped tensor raises before anything is copied. Unbuilt heads are
+    built for the encoder's layer4 channels.
 
     Args:
         encoder: a ``TwoStreamEncoder`` of the checkpoint's depth and width.
