@@ -74,7 +74,10 @@ class EmbeddingExportModule(tf.Module):
 
     def __init__(self, model, image_size: Sequence[int]):
         super().__init__(name="embedding_export")
-        self.model = model
+        # Only the model's variables are tracked, not the Keras model itself: TF's saver would
+        # otherwise trace Keras's default serving function, which assumes a one-input call().
+        self._model_embed = model.embed
+        self.model_variables = list(model.variables)
         self.height, self.width = (int(s) for s in image_size)
 
     def preprocess_pixels(self, images: tf.Tensor) -> tf.Tensor:
@@ -90,7 +93,7 @@ class EmbeddingExportModule(tf.Module):
 
     def embed(self, images: tf.Tensor, modality: tf.Tensor) -> dict[str, tf.Tensor]:
         """Normalised images ``[B, height, width, 3]`` and modality ``[B]`` -> ``{"embedding": [B, D]}``."""
-        return {OUTPUT_NAME: tf.cast(self.model.embed(images, modality, training=False), tf.float32)}
+        return {OUTPUT_NAME: tf.cast(self._model_embed(images, modality, training=False), tf.float32)}
 
     def signature(self, name: str) -> tf.types.experimental.ConcreteFunction:
         """The concrete function of signature ``name`` (one of :data:`SIGNATURE_NAMES`)."""

@@ -185,3 +185,13 @@ def test_list_graph_ops_finds_a_py_function(tmp_path):
     ops = list_graph_ops(str(tmp_path))
     assert "EagerPyFunc" in ops and unavailable_ops(ops) == {"EagerPyFunc"}
     assert unavailable_ops({"Conv2D", "MyCustomOp"}) == {"MyCustomOp"}
+
+
+def test_the_lba_model_exports_and_matches(tmp_path):
+    from lba_tf.models.lba import LbAModel
+
+    model = LbAModel(num_classes=4, depth=18, width=8, method="baseline").build_for(*IMAGE_SIZE)
+    path = export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE, warmup_examples=1)
+    differences = verify_export(path, model, IMAGE_SIZE, batch=2)
+    assert max(differences.values()) <= 1e-5
+    assert unavailable_ops(list_graph_ops(path)) == set()

@@ -1,0 +1,147 @@
+"""Load test of the local serving stack, and its overhead over in-process SavedModel calls.
+
+Exports a small model (the test stand-in, or a tiny LbA ResNet-18), starts
+``python -m lba_tf.serving.server`` on it in a subprocess, and has N concurrent gRPC clients send
+M Predict requests each at every batch size. The same load is then run in this process against
+``tf.saved_model.load`` of the same export. Reports errors, p50/p99 latency and throughput for
+both, and their ratio (the cost of gRPC, protos and the batching queue).
+
+    python benchmarks/bench_serving.py --clients 8 --requests 50 --batch-sizes 1 16
+    python benchmarks/bench_serving.py --model lba-tiny --image-size 64 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the stand-in model lives with the tests
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from lba_tf.export.saved_model import export_saved_model, sample_inputs  # noqa: E402
+from lba_tf.serving import client  # noqa: E402
+
+
+def build_model(kind: str, image_size: tuple[int, int]):
+    """The model to export: ``standin`` (two conv stems) or ``lba-tiny`` (LbA, ResNet-18, width 16)."""
+    if kind == "standin":
+        from tests.serving.standin import StandInEncoder
+        return StandInEncoder()
+    from lba_tf.models.lba import LbAModel
+    return LbAModel(num_classes=10, depth=18, width=16, method="baseline").build_for(*image_size)
+
+
+def start_server(model_dir: str, max_batch_size: int, batch_timeout_ms: float) -> tuple[subprocess.Popen, int]:
+    """Start the server on a free port; return the process and its gRPC port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lba_tf.serving.server", "--model-base-path", model_dir, "--port", "0",
+         "--max-batch-size", str(max_batch_size), "--batch-timeout-ms", str(batch_timeout_ms)],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    for line in process.stderr:
+        if "gRPC on " in line:
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
+            return process, int(line.split("gRPC on ")[1].split(",")[0].rsplit(":", 1)[1])
+    raise RuntimeError(f"the server did not start (exit code {process.wait()})")
+
+
+def run_load(call, clients: int, requests: int) -> dict:
+    """``clients`` threads each calling ``call()`` ``requests`` times; latencies and errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(requests):
+            start = time.perf_counter()
+            try:
+                call()
+            except Exception as err:  # counted, not raised: the benchmark reports them
+                with lock:
+                    errors.append(f"{type(err).__name__}: {err}")
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000.0
+    return {"errors": len(errors), "first_error": errors[0] if errors else "",
+            "p50": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+            "p99": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+            "requests_per_s": len(latencies) / wall}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("standin", "lba-tiny"), default="standin")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(32, 16), metavar=("H", "W"))
+    parser.add_argument("--signature", default="embed_visible",
+                        choices=("serving_default", "embed_visible", "embed_visible_bytes"))
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=(1, 16))
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    image_size = tuple(args.image_size)
+
+    with tempfile.TemporaryDirectory() as base:
+        path = export_saved_model(build_model(args.model, image_size), base, "lba", image_size=image_size)
+        loaded = tf.saved_model.load(path)
+        process, port = start_server(os.path.join(base, "lba"), args.max_batch_size, args.batch_timeout_ms)
+        try:
+            stub = client.connect(f"127.0.0.1:{port}")
+            rows = []
+            for batch in args.batch_sizes:
+                pixels = np.random.default_rng(batch).integers(0, 256, (batch, *image_size, 3), np.uint8)
+                inputs = sample_inputs(args.signature, pixels, np.arange(batch, dtype=np.int32) % 2)
+                tensors = {k: tf.constant(v) for k, v in inputs.items()}
+                function = loaded.signatures[args.signature]
+
+                def served():
+                    client.predict(stub, "lba", args.signature, inputs)
+
+                def in_process():
+                    function(**tensors)["embedding"].numpy()
+
+                for call in (served, in_process):  # warm both paths before measuring
+                    run_load(call, args.clients, 2)
+                rows.append((batch, run_load(served, args.clients, args.requests),
+                             run_load(in_process, args.clients, args.requests)))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    print(f"model {args.model} {image_size[0]}x{image_size[1]}, signature {args.signature}, "
+          f"{args.clients} clients x {args.requests} requests, server batching <= {args.max_batch_size} "
+          f"within {args.batch_timeout_ms} ms, {os.cpu_count()} CPUs")
+    print(f"{'batch':>5} {'path':>10} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'img/s':>8}")
+    for batch, served, local in rows:
+        for name, stats in (("served", served), ("in-process", local)):
+            print(f"{batch:5d} {name:>10} {stats['errors']:6d} {stats['p50']:8.2f} {stats['p99']:8.2f} "
+                  f"{stats['requests_per_s']:8.1f} {stats['requests_per_s'] * batch:8.1f}")
+        print(f"{batch:5d} {'overhead':>10} {'':6} {served['p50'] / local['p50']:7.2f}x {served['p99'] / local['p99']:7.2f}x "
+              f"{local['requests_per_s'] / served['requests_per_s']:7.2f}x")
+        if served["errors"]:
+            print(f"      first error: {served['first_error']}")
+    if any(served["errors"] for _, served, _ in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
