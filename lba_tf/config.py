@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import pathlib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -313,6 +314,9 @@ class _Mismatch(Exception):
     pass
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any) -> Any:
     """Convert ``value`` to type ``tp`` or raise _Mismatch. Ints pass as floats; nothing else converts."""
     origin = typing.get_origin(tp)
@@ -348,6 +352,8 @@ def _coerce(tp: Any, value: Any) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads 1e-3 (no dot or exponent sign) as a string
         raise _Mismatch
     if tp is str:
         if isinstance(value, str):

@@ -207,3 +207,11 @@ def test_importing_the_package_does_not_import_tensorflow():
 def test_range_applies_to_every_item_of_a_list(child):
     with pytest.raises(ConfigError, match=r"train.milestones: -3 is out of range, expected a value in \[0, inf\)"):
         load_config(child, ["train.milestones=[5, -3]"])
+
+
+def test_scientific_notation_without_dot_or_sign_is_a_number(child):
+    # PyYAML's YAML 1.1 resolver reads these as strings
+    assert load_config(child, ["train.lr=1e-3"]).train.lr == 1e-3
+    assert load_config(child, ["train.weight_decay=5E4"]).train.weight_decay == 5e4
+    with pytest.raises(ConfigError, match=r"train.lr: expected a number, got '1e-3x'"):
+        load_config(child, ["train.lr=1e-3x"])

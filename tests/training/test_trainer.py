@@ -1,0 +1,195 @@
+"""The training program: run directory contents, TensorBoard, resume, divergence, replicas."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lba_tf.config import load_config
+
+TINY = [
+    "data.synthetic.num_train_ids=8", "data.synthetic.num_test_ids=4",
+    "data.synthetic.images_per_camera=2", "data.synthetic.image_height=32",
+    "data.synthetic.image_width=16", "data.image_height=32", "data.image_width=16",
+    "data.num_identities=3", "data.num_instances=2", "data.eval_trials=2",
+    "model.depth=18", "model.width=4", "train.epochs=2", "train.steps_per_epoch=2",
+    "train.warmup_epochs=1", "train.milestones=[1]", "train.eval_every=1",
+    "train.checkpoint_every=1", "train.jit_compile=false",
+]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _config(*extra):
+    return load_config(None, [*TINY, *extra])
+
+
+def _weights(path):
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if hasattr(obj, "shape") else None)
+    return out
+
+
+def _assert_same_weights(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and len(wa) > 20
+    for key in wa:
+        np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache_dir):
+    from lba_tf.training.trainer import Trainer
+
+    run_dir = tmp_path_factory.mktemp("run")
+    trainer = Trainer(_config(), run_dir, cache_dir=cache_dir)
+    payload = trainer.fit()
+    return run_dir, payload
+
+
+def test_run_directory_holds_everything_promised(finished_run):
+    run_dir, payload = finished_run
+    for name in ("results.json", "run.json", "weights/best.weights.h5", "weights/last.weights.h5",
+                 "checkpoints/checkpoint"):
+        assert (run_dir / name).exists(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results == json.loads(json.dumps(payload))
+    assert results["step"] == 4
+    table = results["results"]["infrared_to_visible"]
+    assert table["num_trials"] == 2 and len(table["trials"]) == 2
+    for row in (table["mean"], table["chance"]):
+        assert set(row) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP"}
+        assert 0 <= row["rank1"] <= row["rank5"] <= row["rank10"] <= row["rank20"] <= 100
+    assert json.loads((run_dir / "run.json").read_text())["num_classes"] == 8
+
+
+def test_tensorboard_has_every_loss_the_rate_evaluation_and_pictures(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = finished_run
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    tags = set(events.Tags()["tensors"])
+    for name in ("id", "triplet", "ic3", "ic4", "dt3", "dt4", "total", "accuracy", "lr"):
+        assert f"train/{name}" in tags, name
+    for name in ("rank1", "mAP", "mINP"):
+        assert f"eval/infrared_to_visible/{name}" in tags
+    assert "correspondence/rgb_ir_warped" in tags
+    lrs = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto))) for e in events.Tensors("train/lr")]
+    # warm-up of one epoch to 0.1, then the milestone at epoch 1 divides by 10
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+
+
+def test_stopping_and_resuming_gives_the_same_weights(finished_run, tmp_path, cache_dir):
+    from lba_tf.training.trainer import Trainer
+
+    run_dir, _ = finished_run
+    Trainer(_config(), tmp_path, cache_dir=cache_dir).fit(max_steps=3)
+    resumed = Trainer(_config(), tmp_path, cache_dir=cache_dir)
+    assert resumed.restore() == 3
+    resumed.fit()
+    _assert_same_weights(run_dir / "weights/last.weights.h5", tmp_path / "weights/last.weights.h5")
+
+
+def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, cache_dir):
+    from lba_tf.training.trainer import Trainer, TrainingDiverged
+
+    trainer = Trainer(_config("train.lr=1.0e30", "train.warmup_epochs=0"), tmp_path, cache_dir=cache_dir)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step \d+ .*last good checkpoint: "):
+        trainer.fit()
+
+
+def _train_cmd(run_dir, cache_dir, *extra):
+    args = [sys.executable, "-m", "lba_tf.train", "--run-dir", str(run_dir), "--cache-dir", cache_dir]
+    for item in (*TINY, *extra):
+        args += ["--set", item]
+    return args
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_weights(finished_run, tmp_path, cache_dir):
+    run_dir, _ = finished_run
+    cmd = _train_cmd(tmp_path, cache_dir)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (tmp_path / "checkpoints" / "ckpt-1.index").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch: epoch 0 has two steps
+    proc.wait()
+    assert not (tmp_path / "results.json").exists()
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=600)
+    _assert_same_weights(run_dir / "weights/last.weights.h5", tmp_path / "weights/last.weights.h5")
+
+
+_REPLICA_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+if sys.argv[2] == "mirrored":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lba_tf.config import load_config
+from lba_tf.training.trainer import Trainer
+cfg = load_config(None, json.loads(sys.argv[3]))
+trainer = Trainer(cfg, sys.argv[1], cache_dir=sys.argv[4])
+assert trainer.strategy.num_replicas_in_sync == 2, trainer.strategy.num_replicas_in_sync
+trainer.fit(max_steps=2)
+np.savez(sys.argv[1] + f"/replica_weights_{sys.argv[5]}.npz",
+         *[np.stack([t.numpy() for t in trainer.strategy.experimental_local_results(v)]) for v in trainer.model.weights])
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus_keeps_replicas_identical(tmp_path, cache_dir):
+    overrides = json.dumps([*TINY, "train.strategy=mirrored", "data.eval_trials=1"])
+    subprocess.run([sys.executable, "-c", _REPLICA_SCRIPT, str(tmp_path), "mirrored", overrides, cache_dir, "0"],
+                   cwd=REPO, check=True, timeout=900)
+    stacked = np.load(tmp_path / "replica_weights_0.npz")
+    assert len(stacked.files) > 20
+    for key in stacked.files:
+        per_replica = stacked[key]
+        assert per_replica.shape[0] == 2 and np.isfinite(per_replica).all()
+        np.testing.assert_array_equal(per_replica[0], per_replica[1], err_msg=key)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_strategy_with_two_processes_trains_identical_weights(tmp_path, cache_dir):
+    ports = [_free_port(), _free_port()]
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    overrides = json.dumps([*TINY, "train.strategy=multi_worker", "data.eval_trials=1"])
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                    "task": {"type": "worker", "index": index}}))
+        run_dir = tmp_path / f"worker{index}"
+        run_dir.mkdir()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _REPLICA_SCRIPT, str(run_dir), "multi_worker", overrides, cache_dir, str(index)],
+            cwd=REPO, env=env))
+    for proc in procs:
+        assert proc.wait(timeout=900) == 0
+    a = np.load(tmp_path / "worker0" / "replica_weights_0.npz")
+    b = np.load(tmp_path / "worker1" / "replica_weights_1.npz")
+    assert a.files == b.files and len(a.files) > 20
+    for key in a.files:
+        assert np.isfinite(a[key]).all()
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
