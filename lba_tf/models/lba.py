@@ -202,5 +202,5 @@ def build_model(config, num_classes: int) -> LbAModel:
         jit_compile_alignment=config.train.jit_compile, seed=config.train.seed, name="lba")
     model.build_for(data.image_height, data.image_width)
     if m.pretrained:
-        model.load_weights(m.pretrained)
+        model.encoder.load_weights(m.pretrained)  # ImageNet initialisation from import_torch
     return model

@@ -276,3 +276,62 @@ def assign_lba_checkpoint(encoder, bnneck, classifier,
     }
     _check_covers(targets, [encoder, bnneck, classifier])
     return _assign(targets, state_dict, _is_unused_lba_copy)
+
+
+def convert(src, dst, config) -> ImportReport:
+    """Convert a PyTorch checkpoint into Keras weights for the model ``config`` describes.
+
+    A torchvision ResNet becomes the encoder's ImageNet initialisation (set ``model.pretrained``
+    to ``dst``); an LbA checkpoint becomes the weights of the whole model, its number of
+    identities read from the classifier (pass ``dst`` to ``--weights`` of evaluate or export).
+
+    Args:
+        src: the ``.pth``/``.t`` file.
+        dst: the ``.weights.h5`` file to write.
+        config: a :class:`lba_tf.config.Config` (depth, width, last stride, image size).
+    """
+    from lba_tf.models.encoder import TwoStreamEncoder
+    from lba_tf.models.lba import build_model
+
+    state = load_torch_checkpoint(src)
+    model_cfg = config.model
+    if checkpoint_kind(state) == "torchvision":
+        target = TwoStreamEncoder(model_cfg.depth, model_cfg.width, model_cfg.last_stride, name="encoder")
+        report = assign_torchvision_resnet(target, state)
+    else:
+        target = build_model(config.replace(**{"model.pretrained": None}), num_classes_in_checkpoint(state))
+        report = assign_lba_checkpoint(target.encoder, target.bnneck, target.classifier, state)
+    target.save_weights(str(dst))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from lba_tf.cli import add_config_arguments, config_from_args
+    from lba_tf.log import logger
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lba_tf.tools.import_torch",
+        description="Convert a torchvision ResNet state dict (ImageNet initialisation of both stems and "
+                    "the body) or an LbA training checkpoint (the whole model) into Keras weights.")
+    parser.add_argument("src", help="PyTorch checkpoint (.pth, .pt, .t)")
+    parser.add_argument("dst", help="Keras weights to write, ending in .weights.h5")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    if not args.dst.endswith(".weights.h5"):
+        parser.error(f"dst must end in .weights.h5, got {args.dst}")
+    config = config_from_args(args)
+    try:
+        report = convert(args.src, args.dst, config)
+    except (WeightImportError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    logger.info("wrote %s: %d tensors assigned, %d unused copies skipped, %d batch counters skipped",
+                args.dst, report.assigned, report.unused, report.batch_counters)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
