@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -356,3 +357,34 @@ def test_command_line_server_stops_cleanly_on_sigterm(export_base):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _non_loopback_address():
+    """An address of this machine other than loopback, or ``None`` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_binds_localhost_and_caps_message_size(export_base):
+    handle = serve(str(export_base / "lba"), "lba", port=0, max_message_mb=1)
+    try:
+        address = _non_loopback_address()
+        if address is not None:  # the port is closed on the machine's other interfaces
+            with pytest.raises(OSError):
+                socket.create_connection((address, handle.port), timeout=2).close()
+        with grpc.insecure_channel(f"localhost:{handle.port}",
+                                   options=[("grpc.max_send_message_length", 8 << 20)]) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            big = np.zeros((16, 256, 128, 3), np.uint8)  # 16 x 96 KiB = 1.5 MiB > 1 MiB
+            with pytest.raises(grpc.RpcError) as info:
+                _embed(stub, "embed_visible", {"images": big})
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            out, _ = _embed(stub, "embed_visible", {"images": big[:1]})  # 96 KiB: answered
+            assert out.shape == (1, 8)
+    finally:
+        handle.stop(grace=0.5)
