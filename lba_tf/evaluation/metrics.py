@@ -62,6 +62,11 @@ class QueryScores:
                      for field in dataclasses.fields(cls)))
 
 
+def rows_per_block(num_columns: int, elements: int = SCORE_BLOCK_ELEMENTS) -> int:
+    """Rows of a ``[rows, num_columns]`` block that holds about ``elements`` values (>= 1)."""
+    return max(1, elements // max(num_columns, 1))
+
+
 def check_protocol(protocol: str) -> None:
     """Raise ``ValueError`` unless ``protocol`` is one of ``PROTOCOLS``."""
     if protocol not in PROTOCOLS:
@@ -71,8 +76,9 @@ def check_protocol(protocol: str) -> None:
 def stable_argsort(values: np.ndarray) -> np.ndarray:
     """Row-wise ``np.argsort(values, axis=1, kind="stable")``, computed faster.
 
-    A row whose sorted values are strictly increasing has a unique ascending order, so the fast
-    unstable sort already gives the stable answer; only rows with ties (or NaN) are re-sorted.
+    float32 rows (what float32 features give, with many exact ties) are sorted as unique 64-bit
+    keys ``(value, column)``. Other rows take the fast unstable sort: a row whose sorted values
+    are strictly increasing has a unique order, so only rows with ties (or NaN) are re-sorted.
 
     Args:
         values: ``[Q, G]`` array.
@@ -80,6 +86,8 @@ def stable_argsort(values: np.ndarray) -> np.ndarray:
     Returns:
         ``[Q, G]`` indices.
     """
+    if values.dtype == np.float32:
+        return _float32_stable_argsort(values)
     order = np.argsort(values, axis=1)
     ranked = np.take_along_axis(values, order, axis=1)
     has_ties = ~np.all(ranked[:, 1:] > ranked[:, :-1], axis=1)
@@ -88,12 +96,24 @@ def stable_argsort(values: np.ndarray) -> np.ndarray:
     return order
 
 
+def _float32_stable_argsort(values: np.ndarray) -> np.ndarray:
+    # One NaN (sorted last, as NumPy does) and no -0.0 (equal to 0.0 for NumPy).
+    canonical = np.where(np.isnan(values), np.float32(np.nan), values + np.float32(0.0))
+    bits = canonical.view(np.uint32)
+    monotone = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
+    keys = monotone.astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(values.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
 def ranked_prefix(distances: np.ndarray, limits: np.ndarray) -> np.ndarray:
     """Stable ascending order of each row, cut once it has passed the row's limit.
 
     Only the ``K`` smallest distances of each row are sorted (``K`` the largest number of
-    entries ``<= limit`` in a row of the block): they are found by partition and sorted in
-    gallery order, which gives the first ``K`` entries of the stable order, ties included.
+    entries ``<= limit`` in a row of the block): they are found by partition, put back in
+    gallery order and sorted stably, which orders every entry up to the row's limit exactly as
+    the stable sort of the whole row does.
 
     Args:
         distances: ``[Q, G]`` distances.
@@ -271,7 +291,7 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
     query_pids, query_cams = _as_vectors(query_pids, query_cams, "query")
     gallery_pids, gallery_cams = _as_vectors(gallery_pids, gallery_cams, "gallery")
     gallery_codes = np.unique(gallery_pids, return_inverse=True)[1].reshape(-1)
-    rows = _rows_per_block(None, len(gallery_pids), SCORE_BLOCK_ELEMENTS)
+    rows = rows_per_block(len(gallery_pids))
     blocks = []
     start = 0
     for chunk in distance_chunks:
@@ -336,7 +356,9 @@ def feature_distance_chunks(query_feats, gallery_feats,
     """
     query_feats = np.asarray(query_feats)
     gallery_t = np.asarray(gallery_feats).T
-    rows = _rows_per_block(chunk_size, gallery_t.shape[1], DISTANCE_BLOCK_ELEMENTS)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows = chunk_size or rows_per_block(gallery_t.shape[1], DISTANCE_BLOCK_ELEMENTS)
     for start in range(0, query_feats.shape[0], rows):
         yield -(query_feats[start:start + rows] @ gallery_t)
 
@@ -386,14 +408,6 @@ def mean_over_trials(results: Sequence[dict]) -> dict:
         "mINP": float(np.mean([r["mINP"] for r in results])),
         "num_trials": len(results),
     }
-
-
-def _rows_per_block(chunk_size: int | None, num_gallery: int, elements: int) -> int:
-    if chunk_size is None:
-        return max(1, elements // max(num_gallery, 1))
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return chunk_size
 
 
 def _as_vectors(pids, cams, name: str) -> tuple[np.ndarray, np.ndarray]:

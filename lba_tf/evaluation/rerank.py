@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lba_tf.evaluation.metrics import SCORE_BLOCK_ELEMENTS, ranked_prefix
+from lba_tf.evaluation.metrics import ranked_prefix, rows_per_block
 
 
 def nearest_neighbours(distances: np.ndarray, count: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def nearest_neighbours(distances: np.ndarray, count: int) -> np.ndarray:
         ``[N, count]`` indices; column 0 is the sample itself.
     """
     n = distances.shape[0]
-    rows = max(1, SCORE_BLOCK_ELEMENTS // max(n, 1))
+    rows = rows_per_block(n)
     blocks = []
     for start in range(0, n, rows):
         block = distances[start:start + rows].copy()
@@ -109,7 +109,7 @@ def jaccard_distance(probe_weights: np.ndarray, gallery_weights: np.ndarray) -> 
     per_coord = np.bincount(coords, minlength=probe_weights.shape[1])
     coord_start = np.cumsum(per_coord) - per_coord
     minimum_sum = np.zeros((num_probes, num_gallery))
-    rows = max(1, SCORE_BLOCK_ELEMENTS // max(num_gallery, 1))
+    rows = rows_per_block(num_gallery)
     for start in range(0, num_probes, rows):
         block = probe_weights[start:start + rows]
         probe_rows, probe_coords = np.nonzero(block)

@@ -47,7 +47,7 @@ def random_case(protocol, seed, num_ids=12, match_bias=0.0, quantize=False):
 
     Some query identities are missing from the gallery, and for sysu some identities are only
     in camera 2, so queries without any valid match occur. ``match_bias`` pulls true matches
-    forward; ``quantize`` rounds distances to force ties.
+    forward; ``quantize`` rounds distances to force ties (in float32).
     """
     rng = np.random.default_rng(seed)
     if protocol == "sysu":
@@ -70,8 +70,8 @@ def random_case(protocol, seed, num_ids=12, match_bias=0.0, quantize=False):
     g_pids, g_cams = np.array(g_pids), np.array(g_cams)
     distmat = rng.random((len(q_pids), len(g_pids)))
     distmat -= match_bias * (q_pids[:, None] == g_pids[None, :])
-    if quantize:
-        distmat = np.round(distmat * 4) / 4
+    if quantize:  # float32, as float32 features give, with many ties
+        distmat = (np.round(distmat * 4) / 4).astype(np.float32)
     return distmat, q_pids, g_pids, q_cams, g_cams
 
 
@@ -248,10 +248,13 @@ def test_ties_keep_gallery_order():
     np.testing.assert_array_equal(result["cmc"], [0, 1, 1])
 
 
-def test_stable_argsort_equals_numpy_stable_sort():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stable_argsort_equals_numpy_stable_sort(dtype):
     rng = np.random.default_rng(1)
-    values = np.round(rng.random((50, 30)) * 5)
-    values[3, 4] = np.nan
+    values = (np.round(rng.random((50, 30)) * 10) - 5).astype(dtype)  # many ties
+    values[0, :13] = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, -1.0, 0.0, np.nan, -0.0,
+                      1e-45, -1e-45]
+    values[1] = rng.standard_normal(30)  # no ties
     np.testing.assert_array_equal(metrics.stable_argsort(values),
                                   np.argsort(values, axis=1, kind="stable"))
 
@@ -293,3 +296,6 @@ def test_rejects_bad_arguments():
         evaluate(distances, [1], [1, 2, 3], [1], [1, 2, 3], "regdb")
     with pytest.raises(ValueError, match="cover"):
         metrics.evaluate_chunks([distances], [1, 1], [1, 2], [1, 1], [1, 2], "regdb")
+    with pytest.raises(ValueError, match="chunk_size"):
+        evaluate_features(np.ones((1, 2)), np.ones((2, 2)), [1], [1, 2], [1], [1, 2], "regdb",
+                          chunk_size=0)
