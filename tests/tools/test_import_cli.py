@@ -7,6 +7,7 @@ import tensorflow as tf
 from lba_tf.config import load_config
 from lba_tf.models.lba import build_model
 from lba_tf.tools.import_torch import main
+from tests.tiny import set_args
 from tests.torch_reference.parity import l2_normalize, nhwc, relative_error
 
 torch = pytest.importorskip("torch")
@@ -16,15 +17,11 @@ from tests.torch_reference.resnet import ResNet, randomize_  # noqa: E402
 TINY = ["model.depth=18", "model.width=8", "data.image_height=40", "data.image_width=20"]
 
 
-def _set(overrides):
-    return [arg for item in overrides for arg in ("--set", item)]
-
-
 def test_torchvision_resnet_becomes_the_pretrained_encoder(tmp_path):
     reference = randomize_(ResNet(18, 8, last_stride=2), seed=1).eval()
     src, dst = tmp_path / "resnet18.pth", tmp_path / "imagenet.weights.h5"
     torch.save(reference.state_dict(), src)
-    assert main([str(src), str(dst), *_set(TINY)]) == 0
+    assert main([str(src), str(dst), *set_args(TINY)]) == 0
     model = build_model(load_config(None, [*TINY, f"model.pretrained={dst}"]), num_classes=3)
     expected = reference.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
     for stem in (model.encoder.visible_stem, model.encoder.infrared_stem):
@@ -37,7 +34,7 @@ def test_lba_checkpoint_becomes_the_whole_model(tmp_path):
     reference = randomize_(LbAReference(num_classes=5, depth=18, width=8), seed=2).eval()
     src, dst = tmp_path / "best.t", tmp_path / "lba.weights.h5"
     torch.save({"net": reference.state_dict(), "epoch": 80}, src)
-    assert main([str(src), str(dst), *_set(TINY)]) == 0
+    assert main([str(src), str(dst), *set_args(TINY)]) == 0
     model = build_model(load_config(None, TINY), num_classes=5)
     model.load_weights(dst)
     images = np.random.default_rng(0).normal(size=(3, 3, 40, 20)).astype(np.float32)
@@ -55,5 +52,5 @@ def test_bad_destination_name_is_refused(tmp_path):
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path, capsys):
     src = tmp_path / "broken.pth"
     torch.save({"something": torch.zeros(2)}, src)
-    assert main([str(src), str(tmp_path / "o.weights.h5"), *_set(TINY)]) == 1
+    assert main([str(src), str(tmp_path / "o.weights.h5"), *set_args(TINY)]) == 1
     assert "error:" in capsys.readouterr().err

@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 
 from lba_tf.config import load_config
+from tests.tiny import TINY_OVERRIDES, set_args
 
-TINY = [
-    "data.synthetic.num_train_ids=8", "data.synthetic.num_test_ids=4",
-    "data.synthetic.images_per_camera=2", "data.synthetic.image_height=32",
-    "data.synthetic.image_width=16", "data.image_height=32", "data.image_width=16",
-    "data.num_identities=3", "data.num_instances=2", "data.eval_trials=2",
-    "model.depth=18", "model.width=4", "train.epochs=2", "train.steps_per_epoch=2",
-    "train.warmup_epochs=1", "train.milestones=[1]", "train.eval_every=1",
-    "train.checkpoint_every=1", "train.jit_compile=false",
-]
+TINY = TINY_OVERRIDES
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -113,10 +106,8 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, cache_dir):
 
 
 def _train_cmd(run_dir, cache_dir, *extra):
-    args = [sys.executable, "-m", "lba_tf.train", "--run-dir", str(run_dir), "--cache-dir", cache_dir]
-    for item in (*TINY, *extra):
-        args += ["--set", item]
-    return args
+    return [sys.executable, "-m", "lba_tf.train", "--run-dir", str(run_dir), "--cache-dir", cache_dir,
+            *set_args([*TINY, *extra])]
 
 
 @pytest.mark.slow
@@ -142,6 +133,7 @@ if sys.argv[2] == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from lba_tf.config import load_config
+from tests.tiny import TINY_OVERRIDES, set_args
 from lba_tf.training.trainer import Trainer
 cfg = load_config(None, json.loads(sys.argv[3]))
 trainer = Trainer(cfg, sys.argv[1], cache_dir=sys.argv[4])

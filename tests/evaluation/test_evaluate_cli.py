@@ -1,0 +1,57 @@
+"""python -m lba_tf.evaluate: weights in, the protocol's table out, JSON beside the weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lba_tf.config import load_config, save_config
+from lba_tf.data.datasets.registry import build_dataset
+from lba_tf.evaluate import main
+from lba_tf.evaluation.runner import evaluate_model, results_json
+from lba_tf.models.lba import build_model
+from tests.tiny import TINY_OVERRIDES, set_args
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model's weights (untrained: the numbers only have to be reproduced)."""
+    root = tmp_path_factory.mktemp("eval")
+    cache = str(root / "cache")
+    config = load_config(None, TINY_OVERRIDES)
+    dataset = build_dataset(config.data, cache_dir=cache)
+    model = build_model(config, dataset.num_classes)
+    weights = root / "model.weights.h5"
+    model.save_weights(weights)
+    expected = results_json(evaluate_model(model, dataset, height=32, width=16, trials=2, batch_size=16))
+    return root, cache, config, weights, expected
+
+
+def test_weights_file_gives_the_in_process_table_and_writes_json(trained, capsys):
+    root, cache, _, weights, expected = trained
+    assert main(["--weights", str(weights), "--cache-dir", cache, *set_args(TINY_OVERRIDES)]) == 0
+    out = capsys.readouterr().out
+    assert "infrared_to_visible" in out and "chance" in out and "mean" in out
+    saved = json.loads((root / "model.eval.json").read_text())
+    got = saved["results"]["infrared_to_visible"]
+    want = expected["infrared_to_visible"]
+    for key in ("rank1", "rank5", "mAP", "mINP"):
+        np.testing.assert_allclose(got["mean"][key], want["mean"][key], rtol=1e-6)
+    assert len(got["trials"]) == 2
+
+
+def test_run_directory_uses_its_config_and_best_weights(trained, tmp_path):
+    _, cache, config, weights, expected = trained
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "best.weights.h5").write_bytes(weights.read_bytes())
+    save_config(config, tmp_path / "config.yaml")
+    assert main(["--weights", str(tmp_path), "--cache-dir", cache, "--trials", "1"]) == 0
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    trial0 = saved["results"]["infrared_to_visible"]["trials"][0]
+    np.testing.assert_allclose(trial0["mAP"], expected["infrared_to_visible"]["trials"][0]["mAP"], rtol=1e-6)
+    assert saved["results"]["infrared_to_visible"]["num_trials"] == 1
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="weights not found"):
+        main(["--weights", str(tmp_path / "nope.weights.h5")])
