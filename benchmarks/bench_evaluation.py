@@ -37,6 +37,8 @@ SYSU_TRIALS = 10
 
 @dataclasses.dataclass
 class Row:
+    """One line of the table; ``peak_mb`` is memory allocated during the timed call."""
+
     case: str
     queries: int
     gallery: int
@@ -61,6 +63,7 @@ def identity_features(rng: np.random.Generator, centroids: np.ndarray, pids: np.
 
 def bench_sysu(rng: np.random.Generator, dim: int, separation: float,
                rerank: bool) -> list[Row]:
+    """Metrics of 10 SYSU-MM01-sized trials, then re-ranking of the first one."""
     centroids = rng.standard_normal((SYSU_TEST_IDS, dim), dtype=np.float32)
     q_pids = np.sort(rng.integers(0, SYSU_TEST_IDS, SYSU_QUERIES))
     q_cams = rng.choice(SYSU_QUERY_CAMERAS, SYSU_QUERIES)
@@ -96,6 +99,7 @@ def bench_sysu(rng: np.random.Generator, dim: int, separation: float,
 
 def bench_large(rng: np.random.Generator, num_queries: int, num_gallery: int, dim: int,
                 separation: float, chunk_size: int | None) -> list[Row]:
+    """Distances alone, then distances and metrics, for a large gallery in query blocks."""
     num_ids = num_gallery // 20
     centroids = rng.standard_normal((num_ids, dim), dtype=np.float32)
     g_pids = rng.integers(0, num_ids, num_gallery)
@@ -120,7 +124,7 @@ def bench_large(rng: np.random.Generator, num_queries: int, num_gallery: int, di
     rank1, mAP = float(result["cmc"][0]), result["mAP"]
     return [Row(f"large: distances only (dim {dim})", num_queries, num_gallery,
                 distance_seconds, None, float("nan"), float("nan")),
-            Row(f"large: distances + metrics (llcm)", num_queries, num_gallery, seconds,
+            Row("large: distances + metrics (llcm)", num_queries, num_gallery, seconds,
                 peak_mb, rank1, mAP)]
 
 
