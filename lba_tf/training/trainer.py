@@ -100,11 +100,12 @@ class Trainer:
         self.run_dir = pathlib.Path(run_dir)
         self.cache_dir = cache_dir
         train, data = config.train, config.data
+        # first: collective ops of a multi-worker strategy must be set up before any other op
+        self.strategy = make_strategy(train.strategy)
+        self.chief = is_chief(self.strategy)
         if train.precision != "float32":
             keras.mixed_precision.set_dtype_policy(train.precision)
         keras.utils.set_random_seed(train.seed)
-        self.strategy = make_strategy(train.strategy)
-        self.chief = is_chief(self.strategy)
 
         self.dataset = build_dataset(data, cache_dir=cache_dir)
         cache = load_images(self.dataset.root, self.dataset.train, data.image_height, data.image_width,
@@ -124,7 +125,10 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=_by_path(self.model.weights),
                                               optimizer=_by_path(self.optimizer.variables))
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / "checkpoints"),
+        # every worker takes part in saving; only the chief's copy is kept in the run directory
+        checkpoint_dir = self.run_dir / "checkpoints" if self.chief else \
+            self.run_dir / f".worker-{self.strategy.cluster_resolver.task_id}-checkpoints"
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir),
                                                   max_to_keep=train.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard")) if self.chief \
             else tf.summary.create_noop_writer()
