@@ -5,12 +5,14 @@ PY     := $(VENV)/bin/python
 SLOW   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-torch test help
+.PHONY: install install-torch test demo export help
 
 help:
 	@echo "make install        create .venv (Python 3.11) with the package and its test extra"
 	@echo "make install-torch  add the optional torch extra (weight import, parity tests)"
 	@echo "make test           run the test suite on CPU (SLOW=1 adds the slow tests)"
+	@echo "make demo           train on the built-in synthetic set, evaluate, export (minutes on a CPU)"
+	@echo "make export         export a run for TensorFlow Serving (RUN=dir, default: the newest finished demo run)"
 
 install: $(VENV)/.installed
 
@@ -27,3 +29,13 @@ $(VENV)/.installed-torch: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest $(if $(SLOW),,-m "not slow") $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m lba_tf.train
+	$(MAKE) --no-print-directory export
+
+RUN ?= $(shell ls -dt runs/synthetic/*/results.json 2>/dev/null | head -n 1 | xargs -r dirname)
+
+export: install
+	@test -n "$(RUN)" || { echo "no finished run under runs/synthetic: run 'make demo' or pass RUN=<run dir>"; exit 2; }
+	$(PY) -m lba_tf.export --weights $(RUN)

@@ -1,0 +1,78 @@
+"""``python -m lba_tf.export``: trained weights -> ``<output>/<name>/<version>/``, a SavedModel for TF Serving.
+
+``--weights`` takes a run directory (its best weights and config), a Keras ``.weights.h5`` or
+``.keras`` file, or an LbA PyTorch checkpoint (recognised by content and converted through
+``lba_tf.tools.import_torch``). The export is checked before the command returns: the SavedModel
+is reloaded and every signature is compared with the in-process model. The version directory
+written is printed on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import tempfile
+import zipfile
+
+
+def is_torch_checkpoint(path: pathlib.Path) -> bool:
+    """True for files ``torch.save`` writes: a zip archive holding ``data.pkl``, or a bare pickle."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # pickle protocol marker of the legacy format
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lba_tf.cli import add_config_arguments, config_from_args
+    from lba_tf.evaluate import classes_in_weights, resolve_weights
+
+    parser = argparse.ArgumentParser(prog="python -m lba_tf.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--weights", required=True, metavar="PATH",
+                        help="a run directory, a .weights.h5 or .keras file, or an LbA PyTorch checkpoint")
+    parser.add_argument("--output", default=None, metavar="DIR", help="export root (default: export.base_path)")
+    parser.add_argument("--name", default=None, help="model name (default: export.name)")
+    parser.add_argument("--version", type=int, default=None, metavar="N",
+                        help="version number (default: one more than the highest present)")
+    args = parser.parse_args(argv)
+    path = pathlib.Path(args.weights)
+    torch_source = path.is_file() and not path.name.endswith((".h5", ".keras")) and is_torch_checkpoint(path)
+    if not torch_source:
+        path, args.config, num_classes = resolve_weights(args.weights, args.config)
+    config = config_from_args(args)
+    if args.version is not None and args.version < 1:
+        parser.error("--version must be a positive integer")
+
+    import keras
+
+    from lba_tf.export.saved_model import export_saved_model, verify_export
+    from lba_tf.log import logger
+    from lba_tf.models.lba import build_model
+    from lba_tf.tools.import_torch import convert
+
+    config = config.replace(**{"model.pretrained": None})
+    with tempfile.TemporaryDirectory() as tmp:
+        if torch_source:
+            converted = pathlib.Path(tmp) / "converted.weights.h5"
+            convert(path, converted, config)
+            path, num_classes = converted, None
+        if path.suffix == ".keras":
+            model = keras.saving.load_model(path)
+        else:
+            model = build_model(config, num_classes or classes_in_weights(path))
+            model.load_weights(path)
+    size = (config.data.image_height, config.data.image_width)
+    out = export_saved_model(model, args.output or config.export.base_path, args.name or config.export.name,
+                             version=args.version, image_size=size)
+    diffs = verify_export(out, model, image_size=size)
+    logger.info("verified %d signatures, largest difference %.2g", len(diffs), max(diffs.values()))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""python -m lba_tf.export: weights, run directories and PyTorch checkpoints to a verified SavedModel."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lba_tf.config import load_config, save_config
+from lba_tf.export.__main__ import is_torch_checkpoint, main
+from lba_tf.models.lba import build_model
+from tests.tiny import TINY_OVERRIDES, set_args
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_cli")
+    model = build_model(load_config(None, TINY_OVERRIDES), num_classes=6)
+    path = root / "tiny.weights.h5"
+    model.save_weights(path)
+    return model, path
+
+
+def _embed_served(version_dir, images, modality):
+    loaded = tf.saved_model.load(str(version_dir))
+    out = loaded.signatures["serving_default"](images=tf.constant(images), modality=tf.constant(modality))
+    return out["embedding"].numpy()
+
+
+def test_weights_file_exports_a_verified_version(weights, tmp_path, capsys):
+    model, path = weights
+    assert main(["--weights", str(path), "--output", str(tmp_path), "--name", "tiny",
+                 *set_args(TINY_OVERRIDES)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert pathlib.Path(printed) == tmp_path / "tiny" / "1"
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 16, 3), dtype=np.uint8)
+    served = _embed_served(printed, images, np.array([0, 1], np.int32))
+    from lba_tf.data.preprocess import normalize
+    expected = model.embed(normalize(images), tf.constant([0, 1])).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert main(["--weights", str(path), "--output", str(tmp_path), "--name", "tiny",
+                 *set_args(TINY_OVERRIDES)]) == 0
+    assert (tmp_path / "tiny" / "2" / "saved_model.pb").exists()
+
+
+def test_run_directory_uses_its_config(weights, tmp_path):
+    _, path = weights
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "best.weights.h5").write_bytes(path.read_bytes())
+    save_config(load_config(None, TINY_OVERRIDES), run / "config.yaml")
+    assert main(["--weights", str(run), "--output", str(tmp_path / "out"), "--version", "7"]) == 0
+    assert (tmp_path / "out" / "lba" / "7" / "saved_model.pb").exists()
+
+
+def test_authors_checkpoint_is_recognised_and_converted(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tests.torch_reference.lba import LbAReference
+    from tests.torch_reference.resnet import randomize_
+
+    reference = randomize_(LbAReference(num_classes=5, depth=18, width=4), seed=4).eval()
+    src = tmp_path / "best.t"
+    torch.save({"net": reference.state_dict()}, src)
+    assert is_torch_checkpoint(src)
+    assert main(["--weights", str(src), "--output", str(tmp_path / "out"), *set_args(TINY_OVERRIDES)]) == 0
+    images = np.random.default_rng(1).integers(0, 256, size=(2, 32, 16, 3), dtype=np.uint8)
+    served = _embed_served(tmp_path / "out" / "lba" / "1", images, np.array([1, 1], np.int32))
+    from lba_tf.data.preprocess import normalize
+    from tests.torch_reference.parity import l2_normalize
+    x = torch.tensor(normalize(images).numpy().transpose(0, 3, 1, 2))
+    expected = l2_normalize(reference(x, infrared=True)["pooled"].detach().numpy())
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_keras_weights_are_not_mistaken_for_torch(weights):
+    assert not is_torch_checkpoint(weights[1])
