@@ -31,7 +31,9 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     Each replica trains on whole P x K batches of its own, so the alignment pairs never cross
     replicas; the global batch is ``replicas x 2PK`` (see the README on scaling the rate).
     """
-    gpus = tf.config.list_logical_devices("GPU")
+    # physical, not logical: listing logical devices starts the runtime, after which a
+    # multi-worker strategy can no longer configure its collective ops
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         if _cluster_workers() > 1:
             name = "multi_worker"
@@ -40,10 +42,10 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         else:
             name = "one_device"
     if name == "one_device":
-        strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     elif name == "mirrored":
         if gpus:
-            strategy = tf.distribute.MirroredStrategy([d.name for d in gpus])
+            strategy = tf.distribute.MirroredStrategy()
         else:
             cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
             strategy = tf.distribute.MirroredStrategy(

@@ -140,8 +140,13 @@ trainer = Trainer(cfg, sys.argv[1], cache_dir=sys.argv[4])
 assert trainer.strategy.num_replicas_in_sync == 2, trainer.strategy.num_replicas_in_sync
 trainer.fit(max_steps=2)
 np.savez(sys.argv[1] + f"/replica_weights_{sys.argv[5]}.npz",
-         *[np.stack([t.numpy() for t in trainer.strategy.experimental_local_results(v.value)]) for v in trainer.model.weights])
+         *[np.stack([t.numpy() for t in trainer.strategy.experimental_local_results(v.value)])
+           for v in trainer.model.trainable_weights])
 """
+
+
+# Trainable weights must agree on every replica and worker after the all-reduced updates.
+# BatchNorm statistics are per replica, as without synchronised BatchNorm in torch.
 
 
 @pytest.mark.slow
