@@ -75,7 +75,8 @@ class LbAModel(keras.Model):
         self.seed = seed
 
         self.encoder = TwoStreamEncoder(depth=depth, width=width, last_stride=last_stride, name="encoder")
-        self.pool = GeMPooling(p=gem_p, name="gem")
+        # float32 under mixed precision: x**3 overflows float16 and eps=1e-12 underflows it
+        self.pool = GeMPooling(p=gem_p, dtype="float32", name="gem")
         self.bnneck = BNNeck(name="bnneck")
         self.classifier = IdentityClassifier(num_classes, name="classifier")
         self.alignment = None

@@ -143,3 +143,26 @@ def test_build_model_follows_the_config():
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="method"):
         LbAModel(num_classes=3, method="fancy")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_forward_is_finite_and_close_to_float32(policy):
+    import keras
+
+    images, labels = _batch()
+    pairs = {"layer3": _pairs(1), "layer4": _pairs(2)}
+    reference = _model()
+    expected = reference.compute_losses(images, labels, training=False, pairs=pairs)
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model = _model()
+        model.set_weights(reference.get_weights())
+        with tf.GradientTape() as tape:
+            out = model.compute_losses(images, labels, training=False, pairs=pairs)
+        grads = tape.gradient(out["total"], model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert out["total"].dtype == tf.float32 and out["pooled"].dtype == tf.float32
+    assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
+    # half-precision convolutions: agreement to a few percent, not to float32 rounding
+    np.testing.assert_allclose(out["total"].numpy(), expected["total"].numpy(), rtol=0.05)
