@@ -31,6 +31,15 @@ def _unfinished_run(base: pathlib.Path, config: Config) -> pathlib.Path | None:
     return None
 
 
+def _new_run_path(base: pathlib.Path) -> pathlib.Path:
+    """``base/<timestamp>``, with a suffix when a run started in the same second."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = base / stamp, 1
+    while path.exists():
+        path, n = base / f"{stamp}-{n}", n + 1
+    return path
+
+
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
     out = []
@@ -63,8 +72,7 @@ def resolve_run_dir(config: Config, run_dir: str | None, runs_root: str = "runs"
         found = None if fresh else _unfinished_run(base, config)
         if found is not None:
             logger.info("resuming the unfinished run %s (pass --fresh to start anew)", found)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = found or base / stamp
+        path = found or _new_run_path(base)
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, path / "config.yaml")
     return path
