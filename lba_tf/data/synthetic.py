@@ -2,7 +2,7 @@
 
 Each identity has stable attributes: build, head size, skin and hair, a top (solid, striped or
 checked; long or short sleeves), trousers, shorts or a skirt, shoes and maybe a bag, and, for the
-infrared cameras, a "temperature" per garment drawn independently of its colour. Each image draws
+infrared cameras, a "temperature" per garment that follows its dye, not its brightness. Each image draws
 its own pose, view (front or back), mirror, background clutter, lighting and detector-like crop
 (scale and position jitter). RGB cameras render colours with a colour cast, shading and light
 noise; IR cameras render temperatures as gray levels with no hue, automatic gain, stronger blur
@@ -35,7 +35,7 @@ from lba_tf.config import ConfigError, SyntheticConfig, load_config
 from lba_tf.data.datasets.sysu import IR_CAMERAS, RGB_CAMERAS
 from lba_tf.log import logger, setup_logging
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 """Bumped whenever the drawing changes, so cached sets are regenerated."""
 
 JPEG_QUALITY = 92
@@ -61,8 +61,8 @@ class Garment:
         second_colour: RGB of the pattern's second colour.
         pattern: one of :data:`PATTERNS`.
         period: stripe or check width, as a fraction of the person's height.
-        temperature: the infrared gray level of the fabric.
-        pattern_temperature: the gray level of the pattern's second colour (dyes barely show in IR).
+        temperature: the infrared gray level of the fabric (see :func:`infrared_level`).
+        pattern_temperature: the gray level of the pattern's second colour.
     """
 
     colour: tuple[float, float, float]
@@ -134,12 +134,24 @@ def _hsv(rng: np.random.Generator, saturation=(0.2, 0.9), value=(0.15, 0.95), hu
     return tuple(255.0 * c for c in rgb)
 
 
+def infrared_level(colour: tuple[float, float, float], rng: np.random.Generator) -> float:
+    """The gray level of a dyed fabric under an infrared camera.
+
+    Dyes reflect near-infrared according to their chemistry, not their visible brightness: the
+    level is a fixed, non-monotonic function of the dye's hue, scaled by its saturation (an
+    undyed, grey fabric sits mid-range), plus a fabric's own variation. Brightness plays no part,
+    so a dark and a light garment of the same dye look alike in infrared.
+    """
+    hue, saturation, _ = colorsys.rgb_to_hsv(*(c / 255.0 for c in colour))
+    return 140.0 + 65.0 * saturation * float(np.sin(4.0 * np.pi * hue + 0.7)) + rng.uniform(-12.0, 12.0)
+
+
 def _garment(rng: np.random.Generator, patterns: tuple[str, ...], weights: tuple[float, ...]) -> Garment:
-    temperature = rng.uniform(80.0, 200.0)
+    colour, second_colour = _hsv(rng), _hsv(rng)
     return Garment(
-        colour=_hsv(rng), second_colour=_hsv(rng), pattern=str(rng.choice(patterns, p=weights)),
-        period=rng.uniform(0.035, 0.07), temperature=temperature,
-        pattern_temperature=temperature + rng.uniform(-12.0, 12.0))
+        colour=colour, second_colour=second_colour, pattern=str(rng.choice(patterns, p=weights)),
+        period=rng.uniform(0.035, 0.09), temperature=infrared_level(colour, rng),
+        pattern_temperature=infrared_level(second_colour, rng))
 
 
 def draw_identity(rng: np.random.Generator) -> Identity:
