@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 SLOW   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-torch test demo export help
+.PHONY: install install-torch test demo export bench help
 
 help:
 	@echo "make install        create .venv (Python 3.11) with the package and its test extra"
@@ -13,6 +13,7 @@ help:
 	@echo "make test           run the test suite on CPU (SLOW=1 adds the slow tests)"
 	@echo "make demo           train on the built-in synthetic set, evaluate, export (minutes on a CPU)"
 	@echo "make export         export a run for TensorFlow Serving (RUN=dir, default: the newest finished demo run)"
+	@echo "make bench          run benchmarks/ and write benchmarks/results.md and .json (about 15 minutes)"
 
 install: $(VENV)/.installed
 
@@ -39,3 +40,6 @@ RUN ?= $(shell ls -dt runs/synthetic/*/results.json 2>/dev/null | head -n 1 | xa
 export: install
 	@test -n "$(RUN)" || { echo "no finished run under runs/synthetic: run 'make demo' or pass RUN=<run dir>"; exit 2; }
 	$(PY) -m lba_tf.export --weights $(RUN)
+
+bench: install
+	$(PY) benchmarks/run_all.py

@@ -24,6 +24,7 @@ import tracemalloc
 
 import numpy as np
 
+from common import record, summarize
 from lba_tf.evaluation.metrics import (evaluate, evaluate_features, feature_distance_chunks,
                                        mean_over_trials)
 from lba_tf.evaluation.rerank import k_reciprocal_rerank
@@ -137,6 +138,27 @@ def print_table(rows: list[Row]) -> None:
               f"{row.rank1:>7.3f} {row.mAP:>7.3f}")
 
 
+def run(dim: int = 2048, separation: float = 2.5, large_queries: int = 1000,
+        large_gallery: int = 100_000, chunk_size: int | None = None, skip_large: bool = False,
+        skip_rerank: bool = False, repeats: int = 1) -> dict:
+    """Every case ``repeats`` times on the same features; seconds are the median and spread."""
+    runs = []
+    for _ in range(repeats):
+        rng = np.random.default_rng(0)
+        rows = bench_sysu(rng, dim, separation, not skip_rerank)
+        if not skip_large:
+            rows += bench_large(rng, large_queries, large_gallery, dim, separation, chunk_size)
+        runs.append(rows)
+    table = []
+    for case_rows in zip(*runs):
+        row = dataclasses.asdict(case_rows[0])
+        row["seconds"] = summarize([r.seconds for r in case_rows])
+        table.append(row)
+    settings = {"dim": dim, "separation": separation, "large_queries": large_queries,
+                "large_gallery": large_gallery, "chunk_size": chunk_size, "repeats": repeats}
+    return record("evaluation", settings, table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2048, help="feature dimension")
@@ -148,13 +170,11 @@ def main() -> None:
                         help="query rows per block (default: the library's)")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-rerank", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every case (median time)")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    rows = bench_sysu(rng, args.dim, args.separation, not args.skip_rerank)
-    if not args.skip_large:
-        rows += bench_large(rng, args.large_queries, args.large_gallery, args.dim,
-                            args.separation, args.chunk_size)
-    print_table(rows)
+    result = run(args.dim, args.separation, args.large_queries, args.large_gallery,
+                 args.chunk_size, args.skip_large, args.skip_rerank, args.repeats)
+    print_table([Row(**{**row, "seconds": row["seconds"]["median"]}) for row in result["rows"]])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from common import record, summarize  # noqa: E402
 from lba_tf.config import AugmentConfig  # noqa: E402
 from lba_tf.data.pipeline import training_dataset  # noqa: E402
 from lba_tf.data.records import ImageRecord  # noqa: E402
@@ -48,6 +49,20 @@ def images_per_second(images, sampler, augment, steps: int, warmup: int) -> floa
     return steps * sampler.batch_size / (time.perf_counter() - start)
 
 
+def run(height: int = 288, width: int = 144, identities: int = 32, per_modality: int = 10,
+        P: int = 8, K: int = 4, steps: int = 30, warmup: int = 5, repeats: int = 1) -> dict:
+    """Images/s of every augmentation setting, each the median of ``repeats`` timings."""
+    records, images = synthetic_cache(identities, per_modality, height, width)
+    sampler = IdentitySampler(records, P, K, seed=0, steps_per_epoch=steps + warmup)
+    rows = [{"augment": name, "size": f"{height}x{width}", "batch": sampler.batch_size,
+             "images_per_s": summarize([images_per_second(images, sampler, augment, steps, warmup)
+                                        for _ in range(repeats)])}
+            for name, augment in SETTINGS.items()]
+    settings = {"height": height, "width": width, "P": P, "K": K, "steps": steps, "warmup": warmup,
+                "repeats": repeats}
+    return record("pipeline", settings, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=288)
@@ -58,12 +73,13 @@ def main() -> None:
     parser.add_argument("-K", type=int, default=4, help="images per identity and modality in a batch")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1, help="timings per setting (median)")
     args = parser.parse_args()
-    records, images = synthetic_cache(args.identities, args.per_modality, args.height, args.width)
-    sampler = IdentitySampler(records, args.P, args.K, seed=0, steps_per_epoch=args.steps + args.warmup)
-    for name, augment in SETTINGS.items():
-        rate = images_per_second(images, sampler, augment, args.steps, args.warmup)
-        print(f"{args.height}x{args.width} batch {sampler.batch_size} augment={name}: {rate:.0f} images/s")
+    result = run(args.height, args.width, args.identities, args.per_modality, args.P, args.K,
+                 args.steps, args.warmup, args.repeats)
+    for row in result["rows"]:
+        print(f"{row['size']} batch {row['batch']} augment={row['augment']}: "
+              f"{row['images_per_s']['median']:.0f} images/s")
 
 
 if __name__ == "__main__":

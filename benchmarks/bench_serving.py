@@ -27,6 +27,7 @@ sys.path.insert(0, ROOT)  # the stand-in model lives with the tests
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import record  # noqa: E402
 from lba_tf.export.saved_model import export_saved_model, sample_inputs  # noqa: E402
 from lba_tf.serving import client  # noqa: E402
 
@@ -85,6 +86,54 @@ def run_load(call, clients: int, requests: int) -> dict:
             "requests_per_s": len(latencies) / wall}
 
 
+def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
+        signature: str = "embed_visible", clients: int = 8, requests: int = 50,
+        batch_sizes: tuple[int, ...] = (1, 16), max_batch_size: int = 32,
+        batch_timeout_ms: float = 2.0) -> dict:
+    """Served and in-process load at every batch size; one row per (batch, path)."""
+    image_size = tuple(image_size)
+    with tempfile.TemporaryDirectory() as base:
+        path = export_saved_model(build_model(model, image_size), base, "lba", image_size=image_size)
+        loaded = tf.saved_model.load(path)
+        process, port = start_server(os.path.join(base, "lba"), max_batch_size, batch_timeout_ms)
+        try:
+            stub = client.connect(f"127.0.0.1:{port}")
+            rows = []
+            for batch in batch_sizes:
+                pixels = np.random.default_rng(batch).integers(0, 256, (batch, *image_size, 3), np.uint8)
+                inputs = sample_inputs(signature, pixels, np.arange(batch, dtype=np.int32) % 2)
+                tensors = {k: tf.constant(v) for k, v in inputs.items()}
+                function = loaded.signatures[signature]
+
+                def served():
+                    client.predict(stub, "lba", signature, inputs)
+
+                def in_process():
+                    function(**tensors)["embedding"].numpy()
+
+                for call in (served, in_process):  # warm both paths before measuring
+                    run_load(call, clients, 2)
+                stats = {"served": run_load(served, clients, requests),
+                         "in-process": run_load(in_process, clients, requests)}
+                for name, value in stats.items():
+                    rows.append({"batch": batch, "path": name, **value,
+                                 "images_per_s": value["requests_per_s"] * batch})
+                rows.append({"batch": batch, "path": "overhead",
+                             "p50": stats["served"]["p50"] / stats["in-process"]["p50"],
+                             "p99": stats["served"]["p99"] / stats["in-process"]["p99"],
+                             "requests_per_s": stats["in-process"]["requests_per_s"]
+                             / stats["served"]["requests_per_s"]})
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    settings = {"model": model, "image_size": list(image_size), "signature": signature,
+                "clients": clients, "requests": requests, "max_batch_size": max_batch_size,
+                "batch_timeout_ms": batch_timeout_ms, "cpus": os.cpu_count()}
+    return record("serving", settings, rows,
+                  ["overhead rows are ratios: served / in-process latency, and in-process / "
+                   "served throughput"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("standin", "lba-tiny"), default="standin")
@@ -97,50 +146,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
     args = parser.parse_args(argv)
-    image_size = tuple(args.image_size)
-
-    with tempfile.TemporaryDirectory() as base:
-        path = export_saved_model(build_model(args.model, image_size), base, "lba", image_size=image_size)
-        loaded = tf.saved_model.load(path)
-        process, port = start_server(os.path.join(base, "lba"), args.max_batch_size, args.batch_timeout_ms)
-        try:
-            stub = client.connect(f"127.0.0.1:{port}")
-            rows = []
-            for batch in args.batch_sizes:
-                pixels = np.random.default_rng(batch).integers(0, 256, (batch, *image_size, 3), np.uint8)
-                inputs = sample_inputs(args.signature, pixels, np.arange(batch, dtype=np.int32) % 2)
-                tensors = {k: tf.constant(v) for k, v in inputs.items()}
-                function = loaded.signatures[args.signature]
-
-                def served():
-                    client.predict(stub, "lba", args.signature, inputs)
-
-                def in_process():
-                    function(**tensors)["embedding"].numpy()
-
-                for call in (served, in_process):  # warm both paths before measuring
-                    run_load(call, args.clients, 2)
-                rows.append((batch, run_load(served, args.clients, args.requests),
-                             run_load(in_process, args.clients, args.requests)))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
+    result = run(args.model, tuple(args.image_size), args.signature, args.clients, args.requests,
+                 tuple(args.batch_sizes), args.max_batch_size, args.batch_timeout_ms)
+    image_size = result["settings"]["image_size"]
     print(f"model {args.model} {image_size[0]}x{image_size[1]}, signature {args.signature}, "
           f"{args.clients} clients x {args.requests} requests, server batching <= {args.max_batch_size} "
           f"within {args.batch_timeout_ms} ms, {os.cpu_count()} CPUs")
     print(f"{'batch':>5} {'path':>10} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'img/s':>8}")
-    for batch, served, local in rows:
-        for name, stats in (("served", served), ("in-process", local)):
-            print(f"{batch:5d} {name:>10} {stats['errors']:6d} {stats['p50']:8.2f} {stats['p99']:8.2f} "
-                  f"{stats['requests_per_s']:8.1f} {stats['requests_per_s'] * batch:8.1f}")
-        print(f"{batch:5d} {'overhead':>10} {'':6} {served['p50'] / local['p50']:7.2f}x {served['p99'] / local['p99']:7.2f}x "
-              f"{local['requests_per_s'] / served['requests_per_s']:7.2f}x")
-        if served["errors"]:
-            print(f"      first error: {served['first_error']}")
-    if any(served["errors"] for _, served, _ in rows):
+    for row in result["rows"]:
+        if row["path"] == "overhead":
+            print(f"{row['batch']:5d} {'overhead':>10} {'':6} {row['p50']:7.2f}x {row['p99']:7.2f}x "
+                  f"{row['requests_per_s']:7.2f}x")
+            continue
+        print(f"{row['batch']:5d} {row['path']:>10} {row['errors']:6d} {row['p50']:8.2f} {row['p99']:8.2f} "
+              f"{row['requests_per_s']:8.1f} {row['images_per_s']:8.1f}")
+        if row["errors"]:
+            print(f"      first error: {row['first_error']}")
+    if any(row.get("errors") for row in result["rows"] if row["path"] == "served"):
         raise SystemExit(1)
-
 
 if __name__ == "__main__":
     main()

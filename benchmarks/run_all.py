@@ -1,0 +1,195 @@
+"""Run every benchmark, each in a fresh process, and write ``results.json`` and ``results.md``.
+
+    python benchmarks/run_all.py                 # everything (about 15 minutes on 2 CPU cores)
+    python benchmarks/run_all.py --only training_small pipeline
+
+Each entry of :data:`SUITE` names a benchmark module and the arguments of its ``run``; a child
+process (``run_all.py --child NAME --out FILE``) calls it, so TensorFlow state, dtype policies
+and peak memory never leak from one benchmark into the next. The Markdown report states the
+machine (CPU, cores, load, TensorFlow, XLA, oneDNN), every table, and the issue's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from common import machine_description, markdown_table  # noqa: E402
+
+SUITE = {
+    "training_large": ("bench_training", {"preset": "large"}),
+    "training_small": ("bench_training", {"preset": "small"}),
+    "pipeline": ("bench_pipeline", {"height": 288, "width": 144, "steps": 20, "warmup": 3,
+                                    "repeats": 3}),
+    "inference": ("bench_inference", {"images": 24, "batch_sizes": (1, 8, 16, 32)}),
+    "serving": ("bench_serving", {"model": "lba-tiny", "image_size": (288, 144), "clients": 4,
+                                  "requests": 10, "batch_sizes": (1, 16)}),
+    "evaluation": ("bench_evaluation", {"repeats": 2}),
+    "memory": ("bench_memory", {"requests": 10_000}),
+}
+"""Benchmark name -> (module in ``benchmarks/``, keyword arguments of its ``run``)."""
+
+TRAINING_TARGET = 0.70
+SYSU_TARGET_SECONDS = 2.0
+SERVING_OVERHEAD_TARGET = 0.20
+
+
+def run_child(name: str, out: str) -> None:
+    module, kwargs = SUITE[name]
+    result = importlib.import_module(module).run(**kwargs)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def run_suite(names: list[str]) -> dict:
+    """Every named benchmark in its own process; results (or the error) by name."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            out = os.path.join(tmp, f"{name}.json")
+            print(f"== {name}", flush=True)
+            start = time.perf_counter()
+            process = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
+                                      "--out", out], stderr=subprocess.PIPE, text=True)
+            seconds = time.perf_counter() - start
+            if process.returncode == 0:
+                with open(out) as f:
+                    results[name] = json.load(f)
+            else:
+                tail = "\n".join(process.stderr.strip().splitlines()[-5:])
+                results[name] = {"bench": name, "error": tail, "rows": [], "notes": []}
+                print(tail, file=sys.stderr)
+            results[name]["seconds"] = seconds
+            print(f"   {seconds:.0f} s", flush=True)
+    return results
+
+
+def _training_rows(result: dict) -> list[dict]:
+    rows = []
+    for row in result.get("rows", []):
+        if "error" in row:
+            rows.append({"case": row["case"], "images/s": "error: " + row["error"][:80]})
+            continue
+        rows.append({"case": row["case"], "step s": row["step_seconds"],
+                     "images/s": row["images_per_s"], "GFLOP/image": row["gflop_per_image"],
+                     "GFLOP/s": row["achieved_gflops"], "efficiency": f"{row['efficiency']:.1%}",
+                     "forward s": row.get("forward_seconds"),
+                     "first step s": row["first_step_seconds"], "peak RSS MiB": row["peak_rss_mb"]})
+    return rows
+
+
+def _profile_section(result: dict) -> list[str]:
+    lines = []
+    for row in result.get("rows", []):
+        profile = row.get("profile")
+        if not profile:
+            continue
+        lines += [f"Profile of one step of {row['case']} (op self-time summed over threads: "
+                  f"{profile['op_seconds']:.1f} s; wall {profile['wall_seconds']:.1f} s):", ""]
+        for key, title in (("phases", "phase"), ("categories", "category"), ("top_ops", "op type")):
+            lines += [markdown_table([{title: e["name"], "seconds": e["seconds"],
+                                       "share": f"{e['share']:.1%}"} for e in profile[key]]), ""]
+    return lines
+
+
+def _targets(results: dict) -> list[str]:
+    lines = []
+    training = results.get("training_large", {})
+    for row in training.get("rows", []):
+        if "efficiency" in row and row["case"].startswith("R50"):
+            verdict = "met" if row["efficiency"] >= TRAINING_TARGET else "NOT met (see the profile)"
+            lines.append(f"- Training efficiency, {row['case']}: {row['efficiency']:.1%} of the "
+                         f"measured matmul rate (target {TRAINING_TARGET:.0%}): {verdict}.")
+    for row in results.get("evaluation", {}).get("rows", []):
+        if row["case"].startswith("sysu: metrics"):
+            seconds = row["seconds"]["median"]
+            verdict = "met" if seconds < SYSU_TARGET_SECONDS else "NOT met"
+            lines.append(f"- SYSU-MM01 protocol ({row['case']}, {row['queries']} queries) from "
+                         f"features: {seconds:.2f} s (target < {SYSU_TARGET_SECONDS:.0f} s): {verdict}.")
+    for name in ("inference", "serving"):
+        for row in results.get(name, {}).get("rows", []):
+            if row.get("batch") == 16 and row["path"] in ("served / in-process", "overhead"):
+                ratio = row.get("p50_ms", row.get("p50"))
+                verdict = "met" if ratio - 1 < SERVING_OVERHEAD_TARGET else "NOT met"
+                model = results[name]["settings"]["model"]
+                size = "x".join(map(str, results[name]["settings"]["image_size"]))
+                lines.append(f"- Serving overhead at batch 16 ({name}: {model} {size}): p50 latency "
+                             f"served / in-process = {ratio:.2f} ({ratio - 1:+.0%}; target < "
+                             f"{SERVING_OVERHEAD_TARGET:.0%}): {verdict}.")
+    for note in results.get("memory", {}).get("notes", []):
+        lines.append(f"- Memory: {note}.")
+    return lines
+
+
+def render_markdown(machine: dict, results: dict, command: str, total_seconds: float) -> str:
+    """The report: machine, targets, then one section per benchmark."""
+    out = ["# lba_tf benchmarks", "",
+           f"Produced by `{command}` (`make bench`) in {total_seconds / 60:.1f} minutes on "
+           f"{machine['date']}. Every timed figure is the median of repeated runs after warm-up, "
+           "written `median (min-max, n=runs)`.", "", "## Machine", "",
+           markdown_table([{"field": k, "value": ", ".join(map(str, v)) if isinstance(v, list) else v}
+                           for k, v in machine.items()]), "",
+           "The load average (1, 5, 15 minutes) was taken at the start: other jobs shared the "
+           "cores, so absolute rates are lower than on an idle machine; ratios measured in the "
+           "same process (efficiency, serving overhead) are less affected.", "",
+           "## Targets", "", *_targets(results), ""]
+    titles = {"training_large": "Training: ResNet-50, 288 x 144, P=8, K=4",
+              "training_small": "Training: reduced size (ResNet-18 width 16, 64 x 32)",
+              "pipeline": "Input pipeline alone", "inference": "Inference: exported SavedModel",
+              "serving": "Serving stack vs in-process (bench_serving.py)",
+              "evaluation": "Evaluation from features", "memory": "Memory"}
+    for name, result in results.items():
+        out += [f"## {titles.get(name, name)}", "",
+                f"`{SUITE[name][0]}.run(**{SUITE[name][1]})`, {result['seconds']:.0f} s.", ""]
+        if result.get("error"):
+            out += ["Failed:", "", "```", result["error"], "```", ""]
+            continue
+        if name.startswith("training"):
+            rate = result["settings"]["matmul_gflops"]
+            out += [f"Matmul rate ({result['settings']['matmul']}, before and after the cases): "
+                    f"{rate['median']:.1f} GFLOP/s (min {rate['min']:.1f}, max {rate['max']:.1f}).", "",
+                    markdown_table(_training_rows(result)), "", *_profile_section(result)]
+        else:
+            out += [markdown_table(result["rows"]), ""]
+        if name == "inference":
+            out += [f"Server memory at the end: {result['settings']['server']}.", ""]
+        out += [f"- {note}" for note in result.get("notes", [])] + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(SUITE), help="a subset of the suite")
+    parser.add_argument("--output-dir", default=HERE, help="where results.md and results.json go")
+    parser.add_argument("--child", choices=sorted(SUITE), help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_child(args.child, args.out)
+        return
+    machine = machine_description()
+    start = time.perf_counter()
+    results = run_suite(args.only or list(SUITE))
+    total = time.perf_counter() - start
+    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    command = "python benchmarks/run_all.py" + (f" --only {' '.join(args.only)}" if args.only else "")
+    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+        json.dump({"machine": machine, "command": command, "total_seconds": total,
+                   "results": results}, f, indent=1)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+        f.write(render_markdown(machine, results, command, total))
+    print(f"wrote {args.output_dir}/results.md and results.json ({total / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
