@@ -99,6 +99,13 @@ def _profile_section(result: dict) -> list[str]:
         for key, title in (("phases", "phase"), ("categories", "category"), ("top_ops", "op type")):
             lines += [markdown_table([{title: e["name"], "seconds": e["seconds"],
                                        "share": f"{e['share']:.1%}"} for e in profile[key]]), ""]
+        seconds = {e["name"]: e["seconds"] for e in profile["top_ops"]}
+        rates = [{"op type": kind, "GFLOP/step": gflop * row["images_per_step"],
+                  "seconds": seconds[kind], "GFLOP/s": gflop * row["images_per_step"] / seconds[kind]}
+                 for kind, gflop in row["gflop_by_op"].items() if seconds.get(kind)]
+        if rates:
+            lines += ["Rate of each conv/matmul op type in that step (its counted FLOPs over its "
+                      "op time):", "", markdown_table(rates), ""]
     return lines
 
 
@@ -171,11 +178,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SUITE), help="a subset of the suite")
     parser.add_argument("--output-dir", default=HERE, help="where results.md and results.json go")
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite results.md from the results.json already in --output-dir")
     parser.add_argument("--child", choices=sorted(SUITE), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         run_child(args.child, args.out)
+        return
+    if args.render:
+        with open(os.path.join(args.output_dir, "results.json")) as f:
+            saved = json.load(f)
+        with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+            f.write(render_markdown(saved["machine"], saved["results"], saved["command"],
+                                    saved["total_seconds"]))
         return
     machine = machine_description()
     start = time.perf_counter()
