@@ -32,11 +32,11 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
     if not verbose:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
         logging.getLogger("absl").setLevel(logging.ERROR)
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
     return logger
 
 
-def _import_tensorflow_quietly() -> None:
+def import_tensorflow_quietly() -> None:
     """Import TensorFlow with the native stderr closed: its CUDA stub writes lines at load time
     (before absl logging is initialised) that no log level silences. Python errors still raise."""
     if "tensorflow" in sys.modules:

@@ -19,7 +19,11 @@ from typing import Sequence
 
 import grpc
 import numpy as np
-import tensorflow as tf
+
+from lba_tf.log import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # its CUDA stub prints at load time otherwise
+import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from lba_tf.data.records import MODALITY_INDEX

@@ -38,7 +38,11 @@ from typing import Callable, Mapping
 
 import grpc
 import numpy as np
-import tensorflow as tf
+
+from lba_tf.log import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # its CUDA stub prints at load time otherwise
+import tensorflow as tf  # noqa: E402
 from google.protobuf import json_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
