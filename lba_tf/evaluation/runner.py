@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +19,17 @@ RANKS = (1, 5, 10, 20)
 CHANCE_SEED = 12345
 
 
+_EMBED_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _embed_function(model):
+    """One traced inference function per model, so evaluating every few epochs does not retrace."""
+    if model not in _EMBED_FUNCTIONS:
+        _EMBED_FUNCTIONS[model] = tf.function(lambda x, m: model.embed(x, m, training=False),
+                                              reduce_retracing=True)
+    return _EMBED_FUNCTIONS[model]
+
+
 def extract_features(model, images: np.ndarray, modality: Sequence[int], batch_size: int) -> np.ndarray:
     """Embeddings of cached images, each through the stem of its modality.
 
@@ -31,7 +43,7 @@ def extract_features(model, images: np.ndarray, modality: Sequence[int], batch_s
         float32 ``[M, D]``, L2-normalised.
     """
     modality = np.asarray(modality, np.int32)
-    embed = tf.function(lambda x, m: model.embed(x, m, training=False), reduce_retracing=True)
+    embed = _embed_function(model)
     out, start = [], 0
     for batch in inference_dataset(images, batch_size):
         stop = start + int(batch.shape[0])

@@ -71,6 +71,7 @@ def test_run_directory_holds_everything_promised(finished_run):
 
 
 def test_tensorboard_has_every_loss_the_rate_evaluation_and_pictures(finished_run):
+    import tensorflow as tf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, _ = finished_run
@@ -81,7 +82,7 @@ def test_tensorboard_has_every_loss_the_rate_evaluation_and_pictures(finished_ru
     for name in ("rank1", "mAP", "mINP"):
         assert f"eval/infrared_to_visible/{name}" in tags
     assert "correspondence/rgb_ir_warped" in tags
-    lrs = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto))) for e in events.Tensors("train/lr")]
+    lrs = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("train/lr")]
     # warm-up of one epoch to 0.1, then the milestone at epoch 1 divides by 10
     np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
 
