@@ -7,6 +7,7 @@ import sys
 
 from lba_tf.config import Config, ConfigError, load_config
 from lba_tf.log import setup_logging
+from lba_tf.runtime import tune_allocator
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +21,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Set up logging and load the config; a bad config exits with status 2 and its message."""
-    setup_logging(args.verbose)
+    """Tune the allocator, set up logging and load the config (all before TensorFlow starts).
+
+    A bad config or ``LBA_TF_MALLOC`` value exits with status 2 and its message.
+    """
     try:
+        tune_allocator()
+        setup_logging(args.verbose)
         return load_config(args.config, args.overrides)
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,74 @@
+"""The allocator settings: large blocks stay in the heap, the switch, its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lba_tf import runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# allocate and free 100 MiB, then report glibc's count of mmap'd bytes while a second block is held
+_PROBE = """
+import ctypes, json, sys
+from lba_tf.runtime import tune_allocator
+mode = tune_allocator()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+size = 100 * 2**20
+libc.free(libc.malloc(size))
+block = libc.malloc(size)
+info = libc.mallinfo2()
+print(json.dumps({"mode": mode, "mmapped": info.hblkhd, "heap": info.arena}))
+"""
+
+
+def _probe(malloc_env: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != runtime.ENV_VAR}
+    if malloc_env is not None:
+        env[runtime.ENV_VAR] = malloc_env
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return json.loads(out)
+
+
+glibc = pytest.mark.skipif(runtime._glibc_mallopt() is None, reason="needs glibc")
+
+
+@glibc
+def test_tuned_allocator_serves_large_blocks_from_the_heap():
+    tuned = _probe(None)
+    assert tuned["mode"] == "tuned"
+    assert tuned["mmapped"] < 100 * 2**20  # only what Python mapped before the tuning
+    assert tuned["heap"] >= 100 * 2**20
+
+
+@glibc
+def test_system_allocator_is_left_as_glibc_sets_it():
+    system = _probe("system")
+    assert system["mode"] == "system"
+    assert system["mmapped"] >= 100 * 2**20  # glibc maps blocks this large one by one
+
+
+def test_bad_setting_is_an_error_naming_the_variable(monkeypatch):
+    monkeypatch.setattr(runtime, "_state", {"mode": None})
+    monkeypatch.setenv(runtime.ENV_VAR, "jemalloc")
+    with pytest.raises(ValueError, match="LBA_TF_MALLOC must be 'tuned' or 'system', got 'jemalloc'"):
+        runtime.tune_allocator()
+
+
+def test_entry_points_refuse_a_bad_setting_before_any_work():
+    env = {**os.environ, runtime.ENV_VAR: "fast"}
+    result = subprocess.run([sys.executable, "-m", "lba_tf.train", "--max-steps", "1"], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "LBA_TF_MALLOC must be 'tuned' or 'system', got 'fast'" in result.stderr
