@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from lba_tf.models.batchnorm import TorchBatchNormalization
+from lba_tf.models.conv import Conv2D
 
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9  # torch momentum 0.1: moving = 0.9 * moving + 0.1 * batch
@@ -35,7 +36,7 @@ def _pad(x, size: int):
 
 def _conv(filters: int, kernel_size: int, stride: int = 1, name: str | None = None):
     """Bias-free "valid" convolution, He-normal over fan-out like torchvision."""
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel_size, strides=stride, padding="valid", use_bias=False,
         kernel_initializer=keras.initializers.VarianceScaling(
             scale=2.0, mode="fan_out", distribution="untruncated_normal"),

@@ -1,0 +1,103 @@
+"""Convolution layer whose input gradient runs at matrix-multiply speed on CPU.
+
+TensorFlow's CPU kernel for the input gradient of a convolution (``Conv2DBackpropInput``) runs
+at about half the rate of the forward convolution, for 1x1 kernels too, where it is a single
+matrix product. On CPU, the stride-1 "valid" convolutions of :class:`Conv2D` compute that
+gradient themselves: a ``tf.matmul`` for 1x1 kernels (the same products, same result) and, for
+larger kernels, the forward convolution of the zero-padded output gradient with the flipped,
+transposed kernel (the same sums in another order). The forward pass and the kernel gradient
+are TensorFlow's own. On GPU, with strides or with "same" padding, the layer is
+``keras.layers.Conv2D`` unchanged, and so is every layer traced inside
+:func:`native_input_gradient`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import keras
+import tensorflow as tf
+
+_native = False
+
+
+def _input_gradient(grad: tf.Tensor, kernel: tf.Tensor, input_shape: tf.Tensor) -> tf.Tensor:
+    """Gradient of ``conv2d(x, kernel, stride 1, "valid")`` with respect to ``x``.
+
+    Args:
+        grad: ``[N, H', W', C_out]`` gradient of the output.
+        kernel: ``[kh, kw, C_in, C_out]``.
+        input_shape: the shape of ``x``, ``[N, H' + kh - 1, W' + kw - 1, C_in]``.
+    """
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    if kh == 1 and kw == 1:
+        rows = tf.reshape(grad, [-1, kernel.shape[3]])
+        return tf.reshape(tf.matmul(rows, kernel[0, 0], transpose_b=True), input_shape)
+    # x[i] feeds y[i - a] through kernel[a]: a full correlation with the flipped kernel
+    padded = tf.pad(grad, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+    flipped = tf.transpose(kernel[::-1, ::-1], [0, 1, 3, 2])
+    return tf.nn.conv2d(padded, flipped, strides=1, padding="VALID")
+
+
+@tf.custom_gradient
+def conv2d_valid_stride1(inputs: tf.Tensor, kernel: tf.Tensor):
+    """``tf.nn.conv2d(inputs, kernel, 1, "VALID")`` with the input gradient of this module.
+
+    Args:
+        inputs: ``[N, H, W, C_in]``.
+        kernel: ``[kh, kw, C_in, C_out]`` (a tensor: read a variable before the call).
+
+    Returns:
+        ``[N, H - kh + 1, W - kw + 1, C_out]``.
+    """
+    outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
+
+    def gradient(grad):
+        grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
+            input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad,
+            strides=[1, 1, 1, 1], padding="VALID")
+        return _input_gradient(grad, kernel, tf.shape(inputs)), grad_kernel
+
+    return outputs, gradient
+
+
+@contextlib.contextmanager
+def native_input_gradient() -> Iterator[None]:
+    """Within this block, :class:`Conv2D` layers called (or traced) use TensorFlow's own gradient.
+
+    The benchmarks use it to count a training step's FLOPs as TensorFlow's kernels define them
+    and to time both implementations.
+    """
+    global _native
+    previous, _native = _native, True
+    try:
+        yield
+    finally:
+        _native = previous
+
+
+def _fast_gradient_applies() -> bool:
+    return not _native and not tf.config.list_logical_devices("GPU")
+
+
+@keras.saving.register_keras_serializable(package="lba_tf")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with a faster input gradient for stride-1 "valid" convolutions on CPU.
+
+    Takes the arguments of ``keras.layers.Conv2D``; outputs, weights and their gradients are the
+    same up to float32 rounding (1x1 kernels: identical).
+
+    Examples:
+
+    >>> conv = Conv2D(8, 3, padding="valid", use_bias=False)
+    >>> conv(tf.zeros([2, 10, 6, 4])).shape
+    TensorShape([2, 8, 4, 8])
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if (tuple(self.strides) == (1, 1) and self.padding == "valid"
+                and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
+                and self.data_format == "channels_last" and _fast_gradient_applies()):
+            return conv2d_valid_stride1(inputs, tf.convert_to_tensor(kernel))
+        return super().convolution_op(inputs, kernel)
