@@ -40,7 +40,9 @@ import grpc
 import numpy as np
 
 from lba_tf.log import import_tensorflow_quietly
+from lba_tf.runtime import tune_allocator
 
+tune_allocator()  # before TensorFlow's threads start: see lba_tf.runtime
 import_tensorflow_quietly()  # its CUDA stub prints at load time otherwise
 import tensorflow as tf  # noqa: E402
 from google.protobuf import json_format
@@ -734,7 +736,7 @@ class ServerHandle:
 
 def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host: str = "127.0.0.1",
           rest_port: int | None = None, max_batch_size: int = 32, batch_timeout_ms: float = 2.0,
-          num_batch_threads: int = 1, max_message_mb: int = 64, poll_seconds: float = 1.0,
+          num_batch_threads: int | None = None, max_message_mb: int = 64, poll_seconds: float = 1.0,
           num_versions: int = 2, workers: int = 16) -> ServerHandle:
     """Load the model and start serving it; returns at once with a handle.
 
@@ -748,7 +750,8 @@ def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host:
         rest_port: port of the REST API (0 picks a free one); ``None`` for no REST.
         max_batch_size: largest merged batch.
         batch_timeout_ms: longest wait for more requests to merge.
-        num_batch_threads: threads running batches.
+        num_batch_threads: threads running batches (default: one per CPU core, so that batches
+            of a small model, which leave cores idle, overlap).
         max_message_mb: largest gRPC message either way, in MiB.
         poll_seconds: how often the base path is checked for new versions.
         num_versions: how many of the highest versions stay loaded.
@@ -757,7 +760,8 @@ def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host:
     manager = ModelManager(model_name, model_base_path, num_versions)
     manager.poll()
     manager.start_polling(poll_seconds)
-    scheduler = BatchScheduler(max_batch_size, batch_timeout_ms / 1000.0, num_batch_threads)
+    scheduler = BatchScheduler(max_batch_size, batch_timeout_ms / 1000.0,
+                               num_batch_threads or os.cpu_count() or 1)
     core = ModelServerCore({model_name: manager}, scheduler)
     max_bytes = int(max_message_mb * 1024 * 1024)
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
@@ -789,7 +793,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rest-port", type=int, default=None, help="REST API port (default: no REST)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
-    parser.add_argument("--num-batch-threads", type=int, default=1)
+    parser.add_argument("--num-batch-threads", type=int, default=None,
+                        help="threads running merged batches (default: the number of CPU cores)")
     parser.add_argument("--max-message-mb", type=int, default=64)
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     parser.add_argument("--num-versions", type=int, default=2, help="highest versions kept loaded")

@@ -236,6 +236,26 @@ def test_scheduler_keeps_keys_apart():
     assert sorted(seen) == [[1, 3], [2]]
 
 
+def test_scheduler_threads_run_batches_side_by_side():
+    # each batch waits inside ``run`` until a second batch has started: only two batching
+    # threads can get both through (one thread would time out at the barrier)
+    barrier = threading.Barrier(2, timeout=20)
+    threads = set()
+
+    def run(batch):
+        threads.add(threading.current_thread().name)
+        barrier.wait()
+        return {"y": batch["x"] * 2}
+
+    scheduler = BatchScheduler(max_batch_size=1, timeout_s=0.0, num_threads=2)
+    try:
+        futures = [scheduler.submit("k", run, {"x": np.array([v])}) for v in (1, 2)]
+        assert [f.result(timeout=30)["y"].tolist() for f in futures] == [[2], [4]]
+    finally:
+        scheduler.close()
+    assert threads == {"batching-0", "batching-1"}
+
+
 def _latest_version(stub):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = "lba"
