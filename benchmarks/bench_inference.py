@@ -23,11 +23,12 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# common first: it tunes the C allocator before TensorFlow loads (lba_tf.runtime)
+from common import current_rss_mb, markdown_table, record  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench_serving import run_load, start_server  # noqa: E402
-from common import current_rss_mb, markdown_table, record  # noqa: E402
 from lba_tf.export.saved_model import export_saved_model, sample_inputs  # noqa: E402
 from lba_tf.serving import client  # noqa: E402
 

@@ -30,11 +30,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# common first: it tunes the C allocator before TensorFlow loads (lba_tf.runtime)
+from common import (allocator_mode, count_graph_flops, op_category, peak_rss_mb,  # noqa: E402
+                    record, scale, summarize, time_calls)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import (count_graph_flops, op_category, peak_rss_mb, record, scale,  # noqa: E402
-                    summarize, time_calls)
+from lba_tf.models.conv import native_input_gradient  # noqa: E402
 
 SYSU_TRAIN_IDS = 395
 """Classifier outputs: the training identities of SYSU-MM01."""
@@ -58,6 +60,8 @@ class Case:
         steps: timed steps.
         forward: also time the forward pass (losses, no gradient) alone.
         profile: trace one more step and summarise its ops by type.
+        conv_gradient: ``"fast"``, the convolutions' input gradient of ``lba_tf.models.conv``
+            (the default on CPU), or ``"native"``, TensorFlow's ``Conv2DBackpropInput``.
     """
 
     depth: int = 50
@@ -73,16 +77,20 @@ class Case:
     steps: int = 2
     forward: bool = False
     profile: bool = False
+    conv_gradient: str = "fast"
 
     @property
     def name(self) -> str:
         return (f"R{self.depth}w{self.width} {self.height}x{self.image_width} P{self.P}K{self.K} "
-                f"{self.method} xla={'on' if self.xla else 'off'} {self.precision}")
+                f"{self.method} xla={'on' if self.xla else 'off'} {self.precision}"
+                + (" native-conv-grad" if self.conv_gradient == "native" else ""))
 
 
 PRESETS = {
     "large": [Case(method="full", warmup=1, steps=2, profile=True),
-              Case(method="baseline", warmup=1, steps=2)],
+              Case(method="baseline", warmup=1, steps=2),
+              Case(method="full", warmup=1, steps=2, conv_gradient="native")],
+    "malloc": [Case(method="baseline", warmup=1, steps=2)],
     "small": [Case(depth=18, width=16, height=64, image_width=32, method=m, warmup=2, steps=8)
               for m in ("full", "baseline")]
     + [Case(depth=18, width=16, height=64, image_width=32, method="baseline", xla=True, warmup=2,
@@ -90,7 +98,10 @@ PRESETS = {
     + [Case(depth=18, width=16, height=64, image_width=32, method=m, precision="mixed_bfloat16",
             warmup=1, steps=3) for m in ("full", "baseline")],
 }
-"""``large``: the recipe's ResNet-50 at 288 x 144, P=8, K=4; ``small``: ResNet-18 width 16 at 64 x 32.
+"""``large``: the recipe's ResNet-50 at 288 x 144, P=8, K=4 (the full method also with TensorFlow's
+own conv input gradient, for the ratio); ``malloc``: its baseline case alone, which ``run_all.py``
+runs with ``LBA_TF_MALLOC=system`` for the allocator's ratio; ``small``: ResNet-18 width 16 at
+64 x 32.
 
 The full method's step with XLA on is left out of ``small``: on this CPU its compilation had not
 finished after 5 minutes (``--method full --xla on`` measures it).
@@ -142,6 +153,15 @@ def build_training_step(case: Case):
                                     strategy=tf.distribute.get_strategy())
     step = tf.function(functools.partial(Trainer._train_step, trainer), jit_compile=case.xla)
     return step, model
+
+
+def count_step_flops(step, batch) -> dict:
+    """:func:`common.count_graph_flops` of the training step with TensorFlow's own conv gradients.
+
+    A separate trace, so that the count is the model's, whichever input gradient is timed.
+    """
+    with native_input_gradient():
+        return count_graph_flops(tf.function(step.python_function).get_concrete_function(batch).graph)
 
 
 def matmul_rate(size: int = 2048, repeats: int = 5, inner: int = 3) -> dict:
@@ -234,11 +254,19 @@ def profile_step(step, batch) -> dict:
 
 def measure_case(case: Case) -> dict:
     """Time, count and optionally profile one case; a result row."""
+    if case.conv_gradient == "native":
+        with native_input_gradient():  # every trace of the case happens inside
+            return _measure_case(case)
+    return _measure_case(case)
+
+
+def _measure_case(case: Case) -> dict:
     step, model = build_training_step(case)
     batch = synthetic_batch(case)
     images_per_step = 2 * case.P * case.K
+    flops = count_step_flops(step, batch)
     start = time.perf_counter()
-    flops = count_graph_flops(step.get_concrete_function(batch).graph)
+    step.get_concrete_function(batch)
     trace_seconds = time.perf_counter() - start
     first = time.perf_counter()
     float(step(batch)["total"])
@@ -286,7 +314,7 @@ def run(cases: list[Case] | None = None, preset: str = "small", matmul_size: int
     for row in rows:
         if "achieved_gflops" in row:
             row["efficiency"] = row["achieved_gflops"]["median"] / rate["median"]
-    settings = {"preset": label,
+    settings = {"preset": label, "malloc": allocator_mode(),
                 "matmul": f"float32 {matmul_size}x{matmul_size} tf.matmul",
                 "matmul_gflops": rate, "matmul_gflops_before": before, "matmul_gflops_after": after,
                 "cases": [dataclasses.asdict(c) for c in cases]}
@@ -306,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--xla", choices=("off", "on"), nargs="+", default=["off"])
     parser.add_argument("--precision", nargs="+", default=["float32"],
                         choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--conv-gradient", nargs="+", default=["fast"], choices=("fast", "native"),
+                        help="conv input gradient: lba_tf.models.conv's or TensorFlow's")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--forward", action="store_true", help="also time the forward pass alone")
@@ -316,8 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     cases = None
     if args.preset is None:
         cases = [Case(args.depth, args.width, *args.image_size, args.P, args.K, method, xla == "on",
-                      precision, args.warmup, args.steps, args.forward, args.profile)
-                 for method in args.method for xla in args.xla for precision in args.precision]
+                      precision, args.warmup, args.steps, args.forward, args.profile, gradient)
+                 for method in args.method for xla in args.xla for precision in args.precision
+                 for gradient in args.conv_gradient]
     result = run(cases, args.preset or "small", args.matmul_size)
     if args.json:
         with open(args.json, "w") as f:

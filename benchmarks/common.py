@@ -17,6 +17,11 @@ import statistics
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
+from lba_tf.runtime import ENV_VAR as MALLOC_ENV_VAR
+from lba_tf.runtime import allocator_mode, tune_allocator
+
+tune_allocator()  # as the training and serving programs do; import this module before TensorFlow
+
 CONV_MATMUL_OPS = frozenset({
     "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul", "BatchMatMul",
     "BatchMatMulV2", "BatchMatMulV3", "_FusedConv2D", "_FusedMatMul"})
@@ -255,6 +260,7 @@ def machine_description() -> dict:
         "xla_auto_clustering": os.environ.get("TF_XLA_FLAGS", ""),
         "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset)"),
         "onednn_enabled": onednn_enabled(),
+        "malloc": allocator_mode() or "system",
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }

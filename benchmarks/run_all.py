@@ -28,16 +28,20 @@ from common import machine_description, markdown_table  # noqa: E402
 
 SUITE = {
     "training_large": ("bench_training", {"preset": "large"}),
+    "training_system_malloc": ("bench_training", {"preset": "malloc"}),
     "training_small": ("bench_training", {"preset": "small"}),
     "pipeline": ("bench_pipeline", {"height": 288, "width": 144, "steps": 20, "warmup": 3,
                                     "repeats": 3}),
     "inference": ("bench_inference", {"images": 24, "batch_sizes": (1, 8, 16, 32)}),
-    "serving": ("bench_serving", {"model": "lba-tiny", "image_size": (288, 144), "clients": 4,
-                                  "requests": 10, "batch_sizes": (1, 16)}),
+    "serving": ("bench_serving", {"model": "lba-tiny", "image_size": (288, 144), "clients": (1, 4),
+                                  "requests": 20, "batch_sizes": (1, 16)}),
     "evaluation": ("bench_evaluation", {"repeats": 2}),
     "memory": ("bench_memory", {"requests": 10_000}),
 }
 """Benchmark name -> (module in ``benchmarks/``, keyword arguments of its ``run``)."""
+
+CHILD_ENV = {"training_system_malloc": {"LBA_TF_MALLOC": "system"}}
+"""Environment variables of a benchmark's process, beside this one's."""
 
 TRAINING_TARGET = 0.70
 SYSU_TARGET_SECONDS = 2.0
@@ -60,7 +64,8 @@ def run_suite(names: list[str]) -> dict:
             print(f"== {name}", flush=True)
             start = time.perf_counter()
             process = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
-                                      "--out", out], stderr=subprocess.PIPE, text=True)
+                                      "--out", out], stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **CHILD_ENV.get(name, {})})
             seconds = time.perf_counter() - start
             if process.returncode == 0:
                 with open(out) as f:
@@ -130,7 +135,9 @@ def _targets(results: dict) -> list[str]:
                 verdict = "met" if ratio - 1 < SERVING_OVERHEAD_TARGET else "NOT met"
                 model = results[name]["settings"]["model"]
                 size = "x".join(map(str, results[name]["settings"]["image_size"]))
-                lines.append(f"- Serving overhead at batch 16 ({name}: {model} {size}): p50 latency "
+                clients = row.get("clients", 1)
+                lines.append(f"- Serving overhead at batch 16 ({name}: {model} {size}, {clients} "
+                             f"client{'s' if clients > 1 else ''}): p50 latency "
                              f"served / in-process = {ratio:.2f} ({ratio - 1:+.0%}; target < "
                              f"{SERVING_OVERHEAD_TARGET:.0%}): {verdict}.")
     for note in results.get("memory", {}).get("notes", []):
@@ -151,13 +158,16 @@ def render_markdown(machine: dict, results: dict, command: str, total_seconds: f
            "same process (efficiency, serving overhead) are less affected.", "",
            "## Targets", "", *_targets(results), ""]
     titles = {"training_large": "Training: ResNet-50, 288 x 144, P=8, K=4",
+              "training_system_malloc": "Training: ResNet-50, 288 x 144, with glibc's default malloc",
               "training_small": "Training: reduced size (ResNet-18 width 16, 64 x 32)",
               "pipeline": "Input pipeline alone", "inference": "Inference: exported SavedModel",
               "serving": "Serving stack vs in-process (bench_serving.py)",
               "evaluation": "Evaluation from features", "memory": "Memory"}
     for name, result in results.items():
+        env = " ".join(f"{k}={v}" for k, v in CHILD_ENV.get(name, {}).items())
         out += [f"## {titles.get(name, name)}", "",
-                f"`{SUITE[name][0]}.run(**{SUITE[name][1]})`, {result['seconds']:.0f} s.", ""]
+                f"`{SUITE[name][0]}.run(**{SUITE[name][1]})`{' with ' + env if env else ''}, "
+                f"{result['seconds']:.0f} s.", ""]
         if result.get("error"):
             out += ["Failed:", "", "```", result["error"], "```", ""]
             continue
