@@ -43,12 +43,13 @@ def build_model(kind: str, image_size: tuple[int, int]):
 
 
 def start_server(model_dir: str, max_batch_size: int, batch_timeout_ms: float,
-                 num_batch_threads: int) -> tuple[subprocess.Popen, int]:
+                 num_batch_threads: int | None = None) -> tuple[subprocess.Popen, int]:
     """Start the server on a free port; return the process and its gRPC port."""
+    threads = [] if num_batch_threads is None else ["--num-batch-threads", str(num_batch_threads)]
     process = subprocess.Popen(
         [sys.executable, "-m", "lba_tf.serving.server", "--model-base-path", model_dir, "--port", "0",
          "--max-batch-size", str(max_batch_size), "--batch-timeout-ms", str(batch_timeout_ms),
-         "--num-batch-threads", str(num_batch_threads)],
+         *threads],
         stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     for line in process.stderr:
         if "gRPC on " in line:
@@ -57,8 +58,8 @@ def start_server(model_dir: str, max_batch_size: int, batch_timeout_ms: float,
     raise RuntimeError(f"the server did not start (exit code {process.wait()})")
 
 
-def run_load(call, clients: int, requests: int) -> dict:
-    """``clients`` threads each calling ``call()`` ``requests`` times; latencies and errors."""
+def _load(call, clients: int, requests: int) -> tuple[list[float], list[str], float]:
+    """``clients`` threads each calling ``call()`` ``requests`` times: latencies (s), errors, wall time."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -81,12 +82,37 @@ def run_load(call, clients: int, requests: int) -> dict:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
+    return latencies, errors, time.perf_counter() - start
+
+
+def _stats(latencies: list[float], errors: list[str], wall: float) -> dict:
     ms = np.array(latencies) * 1000.0
     return {"errors": len(errors), "first_error": errors[0] if errors else "",
             "p50": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
             "p99": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
             "requests_per_s": len(latencies) / wall}
+
+
+def run_load(call, clients: int, requests: int) -> dict:
+    """``clients`` threads each calling ``call()`` ``requests`` times; latency percentiles (ms),
+    errors and requests/s."""
+    return _stats(*_load(call, clients, requests))
+
+
+def run_alternating(calls: dict, clients: int, requests: int, rounds: int = 5) -> dict:
+    """Like :func:`run_load` for several paths, taking turns in ``rounds`` rounds.
+
+    Each path gets ``requests`` per client in all, split over the rounds, so that a change of
+    the machine's load during the measurement falls on every path alike.
+    """
+    pooled = {name: ([], [], 0.0) for name in calls}
+    for index in range(rounds):
+        share = requests // rounds + (index < requests % rounds)
+        for name, call in calls.items():
+            latencies, errors, wall = _load(call, clients, share)
+            previous = pooled[name]
+            pooled[name] = (previous[0] + latencies, previous[1] + errors, previous[2] + wall)
+    return {name: _stats(*value) for name, value in pooled.items()}
 
 
 def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
@@ -125,8 +151,8 @@ def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
 
                     for call in (served, in_process):  # warm both paths before measuring
                         run_load(call, count, 2)
-                    stats = {"served": run_load(served, count, requests),
-                             "in-process": run_load(in_process, count, requests)}
+                    stats = run_alternating({"served": served, "in-process": in_process},
+                                            count, requests)
                     for name, value in stats.items():
                         rows.append({"clients": count, "batch": batch, "path": name, **value,
                                      "images_per_s": value["requests_per_s"] * batch})
@@ -145,7 +171,8 @@ def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
     return record("serving", settings, rows,
                   ["overhead rows are ratios: served / in-process latency, and in-process / "
                    "served throughput",
-                   "requests is per client; with several clients the server merges concurrent "
+                   "requests is per client, the two paths taking turns in 5 rounds; with several "
+                   "clients the server merges concurrent "
                    "requests into batches and the in-process calls run side by side"])
 
 

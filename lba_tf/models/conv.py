@@ -21,6 +21,9 @@ import tensorflow as tf
 
 _native = False
 
+GRADIENT_SCOPE = "conv2d_valid_stride1_grad"
+"""Name scope of the gradient ops of :func:`conv2d_valid_stride1` (profiles count them as backward)."""
+
 
 def _input_gradient(grad: tf.Tensor, kernel: tf.Tensor, input_shape: tf.Tensor) -> tf.Tensor:
     """Gradient of ``conv2d(x, kernel, stride 1, "valid")`` with respect to ``x``.
@@ -54,10 +57,11 @@ def conv2d_valid_stride1(inputs: tf.Tensor, kernel: tf.Tensor):
     outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
 
     def gradient(grad):
-        grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
-            input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad,
-            strides=[1, 1, 1, 1], padding="VALID")
-        return _input_gradient(grad, kernel, tf.shape(inputs)), grad_kernel
+        with tf.name_scope(GRADIENT_SCOPE):
+            grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
+                input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad,
+                strides=[1, 1, 1, 1], padding="VALID")
+            return _input_gradient(grad, kernel, tf.shape(inputs)), grad_kernel
 
     return outputs, gradient
 
