@@ -86,11 +86,15 @@ class Case:
                 + (" native-conv-grad" if self.conv_gradient == "native" else ""))
 
 
+_LARGE = {
+    "large_full": Case(method="full", warmup=1, steps=2, profile=True),
+    "large_baseline": Case(method="baseline", warmup=1, steps=2),
+    "large_native": Case(method="full", warmup=1, steps=2, conv_gradient="native"),
+}
+
 PRESETS = {
-    "large": [Case(method="full", warmup=1, steps=2, profile=True),
-              Case(method="baseline", warmup=1, steps=2),
-              Case(method="full", warmup=1, steps=2, conv_gradient="native")],
-    "malloc": [Case(method="baseline", warmup=1, steps=2)],
+    "large": list(_LARGE.values()),
+    **{name: [case] for name, case in _LARGE.items()},
     "small": [Case(depth=18, width=16, height=64, image_width=32, method=m, warmup=2, steps=8)
               for m in ("full", "baseline")]
     + [Case(depth=18, width=16, height=64, image_width=32, method="baseline", xla=True, warmup=2,
@@ -99,9 +103,10 @@ PRESETS = {
             warmup=1, steps=3) for m in ("full", "baseline")],
 }
 """``large``: the recipe's ResNet-50 at 288 x 144, P=8, K=4 (the full method also with TensorFlow's
-own conv input gradient, for the ratio); ``malloc``: its baseline case alone, which ``run_all.py``
-runs with ``LBA_TF_MALLOC=system`` for the allocator's ratio; ``small``: ResNet-18 width 16 at
-64 x 32.
+own conv input gradient, for the ratio), and ``large_full``, ``large_baseline``, ``large_native``
+its cases one by one (``run_all.py`` runs each in a process of its own, and ``large_baseline``
+once more with ``LBA_TF_MALLOC=system`` for the allocator's ratio); ``small``: ResNet-18 width
+16 at 64 x 32.
 
 The full method's step with XLA on is left out of ``small``: on this CPU its compilation had not
 finished after 5 minutes (``--method full --xla on`` measures it).
