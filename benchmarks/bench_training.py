@@ -295,9 +295,10 @@ def _measure_case(case: Case) -> dict:
                               jit_compile=case.xla)
         row["forward_seconds"] = summarize(
             time_calls(lambda: float(forward(images, labels)), case.steps, warmup=1))
+    row["peak_rss_mb"] = peak_rss_mb()  # the steps alone, before the profiler's
     if case.profile:
         row["profile"] = profile_step(step, batch)
-    row["peak_rss_mb"] = peak_rss_mb()
+        row["profile"]["peak_rss_mb"] = peak_rss_mb()
     return row
 
 
