@@ -23,9 +23,14 @@ _EMBED_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _embed_function(model):
-    """One traced inference function per model, so evaluating every few epochs does not retrace."""
+    """One traced inference function per model, so evaluating every few epochs does not retrace.
+
+    The function reaches the model through a weak reference: a strong one in the cache's value
+    would keep its key, the model, alive for the life of the process.
+    """
     if model not in _EMBED_FUNCTIONS:
-        _EMBED_FUNCTIONS[model] = tf.function(lambda x, m: model.embed(x, m, training=False),
+        ref = weakref.ref(model)
+        _EMBED_FUNCTIONS[model] = tf.function(lambda x, m: ref().embed(x, m, training=False),
                                               reduce_retracing=True)
     return _EMBED_FUNCTIONS[model]
 
