@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lba_tf.config import Config, ConfigError, load_config
+from lba_tf.config import Config, load_config
 from lba_tf.log import setup_logging
 from lba_tf.runtime import tune_allocator
 
@@ -29,6 +29,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         tune_allocator()
         setup_logging(args.verbose)
         return load_config(args.config, args.overrides)
-    except (ConfigError, ValueError) as err:
+    except ValueError as err:  # a ConfigError, or a bad LBA_TF_MALLOC from tune_allocator
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -6,8 +6,8 @@ to the kernel on ``free``, so each step pays to fault in and zero those pages ag
 2-core machine of ``benchmarks/results.md`` the ResNet-50 baseline step at 288 x 144 ran 1.3
 to 1.7 times faster once :func:`tune_allocator` made glibc keep freed memory for reuse; its
 peak memory stayed about the same (7.3 GB), the full method's grew by under a tenth over many
-steps (11.5 vs 10.7 GB). The entry points (training, evaluation, export, the server, the benchmarks) call it
-before TensorFlow starts its threads; ``LBA_TF_MALLOC=system`` turns it off.
+steps (11.5 vs 10.7 GB). The entry points (training, evaluation, export, the server, the
+benchmarks) call it before TensorFlow starts its threads; ``LBA_TF_MALLOC=system`` turns it off.
 """
 
 from __future__ import annotations

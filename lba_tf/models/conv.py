@@ -14,6 +14,7 @@ are TensorFlow's own. On GPU, with strides or with "same" padding, the layer is
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import keras
@@ -81,8 +82,13 @@ def native_input_gradient() -> Iterator[None]:
         _native = previous
 
 
+@functools.cache
+def _has_gpu() -> bool:
+    return bool(tf.config.list_logical_devices("GPU"))  # fixed once TensorFlow has started
+
+
 def _fast_gradient_applies() -> bool:
-    return not _native and not tf.config.list_logical_devices("GPU")
+    return not _native and not _has_gpu()
 
 
 @keras.saving.register_keras_serializable(package="lba_tf")
