@@ -13,7 +13,7 @@ help:
 	@echo "make test           run the test suite on CPU (SLOW=1 adds the slow tests)"
 	@echo "make demo           train on the built-in synthetic set, evaluate, export (minutes on a CPU)"
 	@echo "make export         export a run for TensorFlow Serving (RUN=dir, default: the newest finished demo run)"
-	@echo "make bench          run benchmarks/ and write benchmarks/results.md and .json (about 15 minutes)"
+	@echo "make bench          run benchmarks/ and write benchmarks/results.md and .json (about 12 minutes)"
 
 install: $(VENV)/.installed
 

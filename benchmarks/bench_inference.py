@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # common first: it tunes the C allocator before TensorFlow loads (lba_tf.runtime)
-from common import current_rss_mb, markdown_table, record  # noqa: E402
+from common import current_rss_mb, markdown_table, proc_memory_mb, record  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -33,14 +33,6 @@ from lba_tf.export.saved_model import export_saved_model, sample_inputs  # noqa:
 from lba_tf.serving import client  # noqa: E402
 
 SIGNATURE = "embed_visible"
-
-
-def _server_memory(pid: int) -> dict:
-    """Current and peak resident memory of a process, MiB (``VmRSS``, ``VmHWM``)."""
-    with open(f"/proc/{pid}/status") as f:
-        fields = dict(line.split(":", 1) for line in f if ":" in line)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
-            "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
 
 
 def run(depth: int = 50, width: int = 64, image_size: tuple[int, int] = (288, 144),
@@ -95,7 +87,8 @@ def run(depth: int = 50, width: int = 64, image_size: tuple[int, int] = (288, 14
                                  "p99_ms": stats["served"]["p99"] / stats["in-process"]["p99"],
                                  "images_per_s": stats["served"]["requests_per_s"]
                                  / stats["in-process"]["requests_per_s"]})
-            server_memory = _server_memory(process.pid) if serve else {}
+            server_memory = ({"rss_mb": proc_memory_mb(process.pid, "VmRSS"),
+                              "peak_rss_mb": proc_memory_mb(process.pid, "VmHWM")} if serve else {})
         finally:
             if process is not None:
                 process.terminate()

@@ -79,8 +79,8 @@ def serving_rss_curve(requests: int, checkpoints: tuple[int, ...], image_size: t
 def run(requests: int = 10_000, image_size: tuple[int, int] = (64, 32),
         training: tuple = (18, 16, (64, 32), "full")) -> dict:
     """Training-step peak RSS and the serving RSS curve; the leak verdict in the notes."""
-    rows = [{"what": f"training step peak RSS ({case['case']})", "mb": case["peak_rss_mb"]}
-            for case in [training_peak_rss(*training)]]
+    case = training_peak_rss(*training)
+    rows = [{"what": f"training step peak RSS ({case['case']})", "mb": case["peak_rss_mb"]}]
     checkpoints = (100, 1000, 2500, 5000, requests)
     curve = serving_rss_curve(requests, checkpoints, image_size)
     rows += [{"what": f"server RSS after {point['requests']} requests", "mb": point["server_rss_mb"],

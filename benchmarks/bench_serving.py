@@ -126,8 +126,6 @@ def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
     runs their calls side by side.
     """
     image_size = tuple(image_size)
-    num_batch_threads = num_batch_threads or os.cpu_count() or 1  # the server's default
-    clients = (clients,) if isinstance(clients, int) else tuple(clients)
     with tempfile.TemporaryDirectory() as base:
         path = export_saved_model(build_model(model, image_size), base, "lba", image_size=image_size)
         loaded = tf.saved_model.load(path)
@@ -136,12 +134,12 @@ def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
         try:
             stub = client.connect(f"127.0.0.1:{port}")
             rows = []
+            function = loaded.signatures[signature]
             for count in clients:
                 for batch in batch_sizes:
                     pixels = np.random.default_rng(batch).integers(0, 256, (batch, *image_size, 3), np.uint8)
                     inputs = sample_inputs(signature, pixels, np.arange(batch, dtype=np.int32) % 2)
                     tensors = {k: tf.constant(v) for k, v in inputs.items()}
-                    function = loaded.signatures[signature]
 
                     def served():
                         client.predict(stub, "lba", signature, inputs)
@@ -166,14 +164,15 @@ def run(model: str = "standin", image_size: tuple[int, int] = (32, 16),
             process.wait(timeout=30)
     settings = {"model": model, "image_size": list(image_size), "signature": signature,
                 "clients": list(clients), "requests": requests, "max_batch_size": max_batch_size,
-                "batch_timeout_ms": batch_timeout_ms, "num_batch_threads": num_batch_threads,
+                "batch_timeout_ms": batch_timeout_ms,
+                "num_batch_threads": num_batch_threads or "server default (one per core)",
                 "cpus": os.cpu_count()}
     return record("serving", settings, rows,
                   ["overhead rows are ratios: served / in-process latency, and in-process / "
                    "served throughput",
                    "requests is per client, the two paths taking turns in 5 rounds; with several "
-                   "clients the server merges concurrent "
-                   "requests into batches and the in-process calls run side by side"])
+                   "clients the server merges concurrent requests into batches and the "
+                   "in-process calls run side by side"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,20 +195,23 @@ def main(argv: list[str] | None = None) -> None:
                  args.num_batch_threads)
     image_size = result["settings"]["image_size"]
     print(f"model {args.model} {image_size[0]}x{image_size[1]}, signature {args.signature}, "
-          f"{args.clients} clients x {args.requests} requests, server batching <= {args.max_batch_size} "
-          f"within {args.batch_timeout_ms} ms on {result['settings']['num_batch_threads']} threads, {os.cpu_count()} CPUs")
-    print(f"{'clients':>7} {'batch':>5} {'path':>10} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'img/s':>8}")
+          f"{args.clients} clients x {args.requests} requests, server batching <= "
+          f"{args.max_batch_size} within {args.batch_timeout_ms} ms on "
+          f"{result['settings']['num_batch_threads']} threads, {os.cpu_count()} CPUs")
+    print(f"{'clients':>7} {'batch':>5} {'path':>10} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'req/s':>8} {'img/s':>8}")
     for row in result["rows"]:
+        head = f"{row['clients']:7d} {row['batch']:5d} {row['path']:>10}"
         if row["path"] == "overhead":
-            print(f"{row['clients']:7d} {row['batch']:5d} {'overhead':>10} {'':6} {row['p50']:7.2f}x {row['p99']:7.2f}x "
-                  f"{row['requests_per_s']:7.2f}x")
+            print(f"{head} {'':6} {row['p50']:7.2f}x {row['p99']:7.2f}x {row['requests_per_s']:7.2f}x")
             continue
-        print(f"{row['clients']:7d} {row['batch']:5d} {row['path']:>10} {row['errors']:6d} {row['p50']:8.2f} {row['p99']:8.2f} "
+        print(f"{head} {row['errors']:6d} {row['p50']:8.2f} {row['p99']:8.2f} "
               f"{row['requests_per_s']:8.1f} {row['images_per_s']:8.1f}")
         if row["errors"]:
             print(f"      first error: {row['first_error']}")
     if any(row.get("errors") for row in result["rows"] if row["path"] == "served"):
         raise SystemExit(1)
+
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ import functools
 import glob
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -214,10 +215,13 @@ def _xplane_op_times(logdir: str) -> dict[tuple[str, str], float]:
     return times
 
 
+_BACKWARD_SCOPE = re.compile(rf"(^|/)(gradient_tape|{GRADIENT_SCOPE})(_\d+)?/")
+"""The name scopes of gradient ops (TensorFlow numbers a repeated scope ``_1``, ``_2``...)."""
+
+
 def op_phase(name: str) -> str:
     """``forward``, ``backward`` or ``optimizer`` from an op's name in the training step graph."""
-    if name.startswith(("gradient_tape/", GRADIENT_SCOPE)) or any(
-            f"/{scope}" in name for scope in ("gradient_tape/", GRADIENT_SCOPE)):
+    if _BACKWARD_SCOPE.search(name):
         return "backward"
     if name.startswith(("torch_sgd", "loss_scale_optimizer", "SGD")):
         return "optimizer"
@@ -373,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         if "profile" in row:
             for key in ("categories", "phases", "top_ops"):
                 print(f"  {key}: " + ", ".join(f"{e['name']} {e['share']:.0%}" for e in row["profile"][key]))
+
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
-from lba_tf.runtime import ENV_VAR as MALLOC_ENV_VAR
+from lba_tf.runtime import ENV_VAR as MALLOC_ENV_VAR  # noqa: F401 (run_all sets it)
 from lba_tf.runtime import allocator_mode, tune_allocator
 
 tune_allocator()  # as the training and serving programs do; import this module before TensorFlow
@@ -112,13 +112,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def current_rss_mb(pid: int | str = "self") -> float:
-    """Resident memory of a process now, MiB, from ``/proc/<pid>/status``."""
+def proc_memory_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """A memory field of ``/proc/<pid>/status`` in MiB: ``VmRSS`` (resident now), ``VmHWM`` (peak)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def current_rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process now, MiB."""
+    return proc_memory_mb(pid, "VmRSS")
 
 
 def _static_shape(tensor) -> list[int] | None:

@@ -1,14 +1,14 @@
 """Run every benchmark, each in a fresh process, and write ``results.json`` and ``results.md``.
 
-    python benchmarks/run_all.py                 # everything (about 15 minutes on 2 CPU cores)
+    python benchmarks/run_all.py                 # everything (about 12 minutes on 2 CPU cores)
     python benchmarks/run_all.py --only training_small pipeline
 
 Each entry of :data:`SUITE` names a benchmark module and the arguments of its ``run``; a child
 process (``run_all.py --child NAME --out FILE``) calls it, so TensorFlow state, dtype policies
 and peak memory never leak from one benchmark into the next (each ResNet-50 training case has a
 process of its own: the allocator keeps what a case freed, so a second case's peak would include
-the first's). The Markdown report states the
-machine (CPU, cores, load, TensorFlow, XLA, oneDNN), every table, and the issue's targets.
+the first's). The Markdown report states the machine (CPU, cores, load, TensorFlow, XLA, oneDNN,
+malloc), every table, and the issue's targets.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import machine_description, markdown_table  # noqa: E402
+from common import MALLOC_ENV_VAR, machine_description, markdown_table  # noqa: E402
 
 SUITE = {
     "training_large": ("bench_training", {"preset": "large_full"}),
@@ -44,8 +44,16 @@ SUITE = {
 }
 """Benchmark name -> (module in ``benchmarks/``, keyword arguments of its ``run``)."""
 
-CHILD_ENV = {"training_system_malloc": {"LBA_TF_MALLOC": "system"}}
+CHILD_ENV = {"training_system_malloc": {MALLOC_ENV_VAR: "system"}}
 """Environment variables of a benchmark's process, beside this one's."""
+
+RATIOS = (
+    ("Conv input gradient of lba_tf.models.conv vs TensorFlow's, R50 full method",
+     "training_large", "training_native_conv_gradient"),
+    ("Allocator tuned (lba_tf.runtime) vs glibc's default, R50 baseline",
+     "training_large_baseline", "training_system_malloc"),
+)
+"""(what, the default's training benchmark, the same case the other way) for the ratio lines."""
 
 TRAINING_TARGET = 0.70
 SYSU_TARGET_SECONDS = 2.0
@@ -118,24 +126,21 @@ def _profile_section(result: dict) -> list[str]:
     return lines
 
 
+def _images_per_s(results: dict, name: str) -> float | None:
+    """The images/s of a one-case training benchmark (``None`` if it did not run or failed)."""
+    rows = [row for row in results.get(name, {}).get("rows", []) if "images_per_s" in row]
+    return rows[0]["images_per_s"]["median"] if rows else None
+
+
 def _targets(results: dict) -> list[str]:
     lines = []
     # the targets apply to the defaults; the other ResNet-50 runs are there for their ratios
     training = [row for name in ("training_large", "training_large_baseline")
                 for row in results.get(name, {}).get("rows", [])]
-    rates = {(name, row["case"]): row["images_per_s"]["median"] for name, result in results.items()
-             if name.startswith("training") for row in result.get("rows", []) if "images_per_s" in row}
-    for (name, case), rate in rates.items():
-        if name == "training_native_conv_gradient":
-            fast = rates.get(("training_large", case.replace(" native-conv-grad", "")))
-            if fast:
-                lines.append(f"- Conv input gradient of lba_tf.models.conv vs TensorFlow's, {case}: "
-                             f"{fast:.3g} vs {rate:.3g} images/s (x{fast / rate:.2f}).")
-        if name == "training_system_malloc":
-            tuned = rates.get(("training_large_baseline", case))
-            if tuned:
-                lines.append(f"- Allocator tuned (lba_tf.runtime) vs glibc's default, {case}: "
-                             f"{tuned:.3g} vs {rate:.3g} images/s (x{tuned / rate:.2f}).")
+    for what, default, other in RATIOS:
+        fast, slow = _images_per_s(results, default), _images_per_s(results, other)
+        if fast and slow:
+            lines.append(f"- {what}: {fast:.3g} vs {slow:.3g} images/s (x{fast / slow:.2f}).")
     for row in training:
         if "efficiency" in row and row["case"].startswith("R50"):
             verdict = "met" if row["efficiency"] >= TRAINING_TARGET else "NOT met (see the profile)"
@@ -172,9 +177,10 @@ def render_markdown(machine: dict, results: dict, command: str, total_seconds: f
            "written `median (min-max, n=runs)`.", "", "## Machine", "",
            markdown_table([{"field": k, "value": ", ".join(map(str, v)) if isinstance(v, list) else v}
                            for k, v in machine.items()]), "",
-           "The load average (1, 5, 15 minutes) was taken at the start: other jobs shared the "
-           "cores, so absolute rates are lower than on an idle machine; ratios measured in the "
-           "same process (efficiency, serving overhead) are less affected.", "",
+           "The load average (1, 5, 15 minutes) was taken at the start and at the end; the "
+           "benchmarks alone keep it near the number of cores, more means other jobs shared "
+           "them, which lowers absolute rates more than ratios measured in the same process "
+           "(efficiency, serving overhead).", "",
            "## Targets", "", *_targets(results), ""]
     titles = {"training_large": "Training: ResNet-50, 288 x 144, P=8, K=4",
               "training_large_baseline": "Training: ResNet-50, 288 x 144, P=8, K=4, baseline",

@@ -117,3 +117,4 @@ def test_machine_description_fields():
     assert info["cores"] >= 1 and info["tensorflow"] == tf.__version__
     assert isinstance(info["xla_built"], bool) and isinstance(info["onednn_enabled"], bool)
     assert len(info["load_average"]) == 3
+    assert info["malloc"] == "tuned"  # importing common tunes the allocator (glibc, Linux)
