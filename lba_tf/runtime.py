@@ -1,4 +1,4 @@
-"""Process settings for TensorFlow on CPU: how the C allocator treats large tensors.
+"""Process settings for TensorFlow on CPU: the C allocator's treatment of large tensors; which kernels run.
 
 TensorFlow allocates CPU tensors with ``malloc``. glibc serves every block above 32 MiB (many
 activations and gradients of a training step at 288 x 144) with a fresh ``mmap`` and returns it
@@ -78,3 +78,14 @@ def _glibc_mallopt():
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+    TensorFlow decides once, when it loads: on by default on x86 CPUs with AVX-512 VNNI/BF16 or
+    AMX, off on others; ``TF_ENABLE_ONEDNN_OPTS=1`` or ``=0`` forces either on any x86 CPU.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())

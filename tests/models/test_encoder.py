@@ -102,6 +102,26 @@ def test_single_modality_batch_in_tf_function(modality_value):
     assert not np.allclose(used.bn1.moving_mean.numpy(), used_mean)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_empty_batch_gives_empty_features(compiled):
+    encoder = _tiny_encoder()
+    call = encoder
+    if compiled:
+        call = tf.function(lambda x, m: encoder(x, m, training=False),
+                           input_signature=[tf.TensorSpec([None, 32, 16, 3]), tf.TensorSpec([None], tf.int32)])
+    out = call(np.zeros((0, 32, 16, 3), np.float32), np.zeros((0,), np.int32))
+    assert tuple(out["layer3"].shape) == (0, 2, 1, encoder.layer3_channels)
+    assert tuple(out["layer4"].shape) == (0, 2, 1, encoder.layer4_channels)
+
+
+def test_empty_training_batch_is_an_error_not_nan_statistics():
+    encoder = _tiny_encoder()
+    mean = encoder.visible_stem.bn1.moving_mean.numpy().copy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a training batch needs an image"):
+        encoder(np.zeros((0, 32, 16, 3), np.float32), np.zeros((0,), np.int32), training=True)
+    np.testing.assert_array_equal(encoder.visible_stem.bn1.moving_mean.numpy(), mean)
+
+
 def test_keras_file_round_trip(tmp_path):
     encoder = _tiny_encoder()
     images = _images((3, 32, 16, 3), 5)
