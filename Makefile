@@ -4,13 +4,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SLOW   ?=
 PYTEST_ARGS ?=
+# TensorFlow's two CPU kernel paths: oneDNN off (Eigen) and on (the default on AVX-512 CPUs).
+# `make test` runs the suite once in each, whatever this CPU's default; KERNELS=0 runs one.
+KERNELS ?= 0 1
 
 .PHONY: install install-torch test demo export bench help
 
 help:
 	@echo "make install        create .venv (Python 3.11) with the package and its test extra"
 	@echo "make install-torch  add the optional torch extra (weight import, parity tests)"
-	@echo "make test           run the test suite on CPU (SLOW=1 adds the slow tests)"
+	@echo "make test           run the test suite on CPU, oneDNN off then on (SLOW=1 adds the slow tests, KERNELS=0 one mode)"
 	@echo "make demo           train on the built-in synthetic set, evaluate, export (minutes on a CPU)"
 	@echo "make export         export a run for TensorFlow Serving (RUN=dir, default: the newest finished demo run)"
 	@echo "make bench          run benchmarks/ and write benchmarks/results.md and .json (about 12 minutes)"
@@ -29,7 +32,12 @@ $(VENV)/.installed-torch: $(VENV)/.installed
 	@touch $@
 
 test: install
-	$(PY) -m pytest $(if $(SLOW),,-m "not slow") $(PYTEST_ARGS)
+	@failed=; for mode in $(KERNELS); do \
+	  echo "== tests with TF_ENABLE_ONEDNN_OPTS=$$mode"; \
+	  TF_ENABLE_ONEDNN_OPTS=$$mode $(PY) -m pytest $(if $(SLOW),,-m "not slow") $(PYTEST_ARGS) \
+	    || failed="$$failed $$mode"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== tests failed with TF_ENABLE_ONEDNN_OPTS=$$failed"; exit 1; fi
 
 demo: install
 	$(PY) -m lba_tf.train

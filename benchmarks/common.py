@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterable, Mapping, Sequence
 
 from lba_tf.runtime import ENV_VAR as MALLOC_ENV_VAR  # noqa: F401 (run_all sets it)
-from lba_tf.runtime import allocator_mode, tune_allocator
+from lba_tf.runtime import allocator_mode, onednn_enabled, tune_allocator
 
 tune_allocator()  # as the training and serving programs do; import this module before TensorFlow
 
@@ -216,13 +216,6 @@ def count_graph_flops(graph) -> dict:
     return {"total": sum(by_type.values()), "by_type": by_type, "unknown": unknown}
 
 
-def onednn_enabled() -> bool:
-    """Whether TensorFlow's oneDNN kernels are in use in this process."""
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def _cpu_info() -> tuple[str, list[str]]:
     """The CPU model name and which vector extensions of interest ``/proc/cpuinfo`` lists."""
     fields: dict[str, str] = {}
@@ -234,8 +227,9 @@ def _cpu_info() -> tuple[str, list[str]]:
     except OSError:
         pass
     flags = fields.get("flags", "").split()
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    return fields.get("model name", platform.processor() or "unknown"), [f for f in wanted if f in flags]
+    wanted = [f for f in flags if f in ("avx", "avx2", "fma", "f16c", "avx_vnni")
+              or f.startswith(("avx512", "amx"))]
+    return fields.get("model name", platform.processor() or "unknown"), wanted
 
 
 def machine_description() -> dict:
