@@ -37,7 +37,7 @@ from common import (allocator_mode, count_graph_flops, op_category, peak_rss_mb,
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lba_tf.models.conv import GRADIENT_SCOPE, native_input_gradient  # noqa: E402
+from lba_tf.models.conv import GRADIENT_SCOPE, fast_gradient_applies, input_gradient  # noqa: E402
 
 SYSU_TRAIN_IDS = 395
 """Classifier outputs: the training identities of SYSU-MM01."""
@@ -61,8 +61,9 @@ class Case:
         steps: timed steps.
         forward: also time the forward pass (losses, no gradient) alone.
         profile: trace one more step and summarise its ops by type.
-        conv_gradient: ``"fast"``, the convolutions' input gradient of ``lba_tf.models.conv``
-            (the default on CPU), or ``"native"``, TensorFlow's ``Conv2DBackpropInput``.
+        conv_gradient: ``"auto"``, the default of this machine's kernels; ``"fast"``, the
+            convolutions' input gradient of ``lba_tf.models.conv``; ``"native"``, TensorFlow's
+            ``Conv2DBackpropInput``; ``"other"``, whichever of the two is not the default.
     """
 
     depth: int = 50
@@ -78,19 +79,24 @@ class Case:
     steps: int = 2
     forward: bool = False
     profile: bool = False
-    conv_gradient: str = "fast"
+    conv_gradient: str = "auto"
 
     @property
     def name(self) -> str:
         return (f"R{self.depth}w{self.width} {self.height}x{self.image_width} P{self.P}K{self.K} "
                 f"{self.method} xla={'on' if self.xla else 'off'} {self.precision}"
-                + (" native-conv-grad" if self.conv_gradient == "native" else ""))
+                + ("" if self.conv_gradient == "auto" else f" {self.conv_gradient}-conv-grad"))
+
+
+def _other_gradient() -> str:
+    """The conv input gradient this machine's kernels do not use by default."""
+    return "native" if fast_gradient_applies() else "fast"
 
 
 _LARGE = {
     "large_full": Case(method="full", warmup=1, steps=2, profile=True),
     "large_baseline": Case(method="baseline", warmup=1, steps=2),
-    "large_native": Case(method="full", warmup=1, steps=2, conv_gradient="native"),
+    "large_other_gradient": Case(method="full", warmup=1, steps=2, conv_gradient="other"),
 }
 
 PRESETS = {
@@ -103,9 +109,9 @@ PRESETS = {
     + [Case(depth=18, width=16, height=64, image_width=32, method=m, precision="mixed_bfloat16",
             warmup=1, steps=3) for m in ("full", "baseline")],
 }
-"""``large``: the recipe's ResNet-50 at 288 x 144, P=8, K=4 (the full method also with TensorFlow's
-own conv input gradient, for the ratio), and ``large_full``, ``large_baseline``, ``large_native``
-its cases one by one (``run_all.py`` runs each in a process of its own, and ``large_baseline``
+"""``large``: the recipe's ResNet-50 at 288 x 144, P=8, K=4 (the full method also with the conv input
+gradient that is not this machine's default, for the ratio), and ``large_full``,
+``large_baseline``, ``large_other_gradient`` its cases one by one (``run_all.py`` runs each in a process of its own, and ``large_baseline``
 once more with ``LBA_TF_MALLOC=system`` for the allocator's ratio); ``small``: ResNet-18 width
 16 at 64 x 32.
 
@@ -166,7 +172,7 @@ def count_step_flops(step, batch) -> dict:
 
     A separate trace, so that the count is the model's, whichever input gradient is timed.
     """
-    with native_input_gradient():
+    with input_gradient("native"):
         return count_graph_flops(tf.function(step.python_function).get_concrete_function(batch).graph)
 
 
@@ -264,10 +270,10 @@ def profile_step(step, batch) -> dict:
 
 def measure_case(case: Case) -> dict:
     """Time, count and optionally profile one case; a result row."""
-    if case.conv_gradient == "native":
-        with native_input_gradient():  # every trace of the case happens inside
-            return _measure_case(case)
-    return _measure_case(case)
+    if case.conv_gradient == "other":
+        case = dataclasses.replace(case, conv_gradient=_other_gradient())
+    with input_gradient(case.conv_gradient):  # every trace of the case happens inside
+        return _measure_case(case)
 
 
 def _measure_case(case: Case) -> dict:
@@ -281,7 +287,8 @@ def _measure_case(case: Case) -> dict:
     first = time.perf_counter()
     float(step(batch)["total"])
     first_step = time.perf_counter() - first
-    row: dict = {"case": case.name, "images_per_step": images_per_step}
+    row: dict = {"case": case.name, "images_per_step": images_per_step,
+                 "conv_gradient": "fast" if fast_gradient_applies() else "native"}
     seconds = time_calls(lambda: float(step(batch)["total"]), case.steps, warmup=max(case.warmup - 1, 0))
     row["step_seconds"] = summarize(seconds)
     row["images_per_s"] = scale(row["step_seconds"], images_per_step, invert=True)
@@ -347,8 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--xla", choices=("off", "on"), nargs="+", default=["off"])
     parser.add_argument("--precision", nargs="+", default=["float32"],
                         choices=("float32", "mixed_bfloat16", "mixed_float16"))
-    parser.add_argument("--conv-gradient", nargs="+", default=["fast"], choices=("fast", "native"),
-                        help="conv input gradient: lba_tf.models.conv's or TensorFlow's")
+    parser.add_argument("--conv-gradient", nargs="+", default=["auto"], choices=("auto", "fast", "native", "other"),
+                        help="conv input gradient: this machine's default, lba_tf.models.conv's or TensorFlow's")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--forward", action="store_true", help="also time the forward pass alone")

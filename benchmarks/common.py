@@ -286,5 +286,6 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
 
 def record(bench: str, settings: Mapping, rows: Sequence[Mapping],
            notes: Sequence[str] = ()) -> dict:
-    """The dict every benchmark's ``run`` returns."""
-    return {"bench": bench, "settings": dict(settings), "rows": list(rows), "notes": list(notes)}
+    """The dict every benchmark's ``run`` returns; its settings say which kernels ran."""
+    return {"bench": bench, "settings": {**settings, "onednn_enabled": onednn_enabled()},
+            "rows": list(rows), "notes": list(notes)}

@@ -1,14 +1,16 @@
 """Run every benchmark, each in a fresh process, and write ``results.json`` and ``results.md``.
 
-    python benchmarks/run_all.py                 # everything (about 12 minutes on 2 CPU cores)
-    python benchmarks/run_all.py --only training_small pipeline
+    python benchmarks/run_all.py                 # everything, oneDNN off then on (about 30 minutes on 2 CPU cores)
+    python benchmarks/run_all.py --only training_small pipeline --kernels 1
 
 Each entry of :data:`SUITE` names a benchmark module and the arguments of its ``run``; a child
 process (``run_all.py --child NAME --out FILE``) calls it, so TensorFlow state, dtype policies
 and peak memory never leak from one benchmark into the next (each ResNet-50 training case has a
 process of its own: the allocator keeps what a case freed, so a second case's peak would include
 the first's). The Markdown report states the machine (CPU, cores, load, TensorFlow, XLA, oneDNN,
-malloc), every table, and the issue's targets.
+malloc), every table, and the issue's targets. ``--kernels`` runs the suite once per TensorFlow
+CPU kernel path (``TF_ENABLE_ONEDNN_OPTS=0`` Eigen, ``=1`` oneDNN; both by default, whatever
+this CPU's default), so the defaults each path leads to are measured on the same machine.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from common import MALLOC_ENV_VAR, machine_description, markdown_table  # noqa: 
 SUITE = {
     "training_large": ("bench_training", {"preset": "large_full"}),
     "training_large_baseline": ("bench_training", {"preset": "large_baseline"}),
-    "training_native_conv_gradient": ("bench_training", {"preset": "large_native"}),
+    "training_other_conv_gradient": ("bench_training", {"preset": "large_other_gradient"}),
     "training_system_malloc": ("bench_training", {"preset": "large_baseline"}),
     "training_small": ("bench_training", {"preset": "small"}),
     "pipeline": ("bench_pipeline", {"height": 288, "width": 144, "steps": 20, "warmup": 3,
@@ -47,9 +49,12 @@ SUITE = {
 CHILD_ENV = {"training_system_malloc": {MALLOC_ENV_VAR: "system"}}
 """Environment variables of a benchmark's process, beside this one's."""
 
+KERNELS = {"0": "oneDNN off", "1": "oneDNN on"}
+"""``TF_ENABLE_ONEDNN_OPTS`` values -> how the report names them."""
+
 RATIOS = (
-    ("Conv input gradient of lba_tf.models.conv vs TensorFlow's, R50 full method",
-     "training_large", "training_native_conv_gradient"),
+    ("Conv input gradient, this kernel path's default vs the other, R50 full method",
+     "training_large", "training_other_conv_gradient"),
     ("Allocator tuned (lba_tf.runtime) vs glibc's default, R50 baseline",
      "training_large_baseline", "training_system_malloc"),
 )
@@ -67,26 +72,35 @@ def run_child(name: str, out: str) -> None:
         json.dump(result, f, indent=1)
 
 
-def run_suite(names: list[str]) -> dict:
-    """Every named benchmark in its own process; results (or the error) by name."""
+def result_key(name: str, kernels: str | None) -> str:
+    """The key of benchmark ``name`` run with ``TF_ENABLE_ONEDNN_OPTS=kernels`` in the results."""
+    return name if kernels is None else f"{name} ({KERNELS[kernels]})"
+
+
+def run_suite(names: list[str], kernels: list[str | None]) -> dict:
+    """Every named benchmark in its own process, once per kernel path; results (or the error)
+    by :func:`result_key`, each with its ``name`` and ``kernels``."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            out = os.path.join(tmp, f"{name}.json")
-            print(f"== {name}", flush=True)
+        for mode, name in [(mode, name) for mode in kernels for name in names]:
+            key = result_key(name, mode)
+            out = os.path.join(tmp, f"{name}-{mode}.json")
+            print(f"== {key}", flush=True)
+            env = {**os.environ, **CHILD_ENV.get(name, {})}
+            if mode is not None:
+                env["TF_ENABLE_ONEDNN_OPTS"] = mode
             start = time.perf_counter()
             process = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
-                                      "--out", out], stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **CHILD_ENV.get(name, {})})
+                                      "--out", out], stderr=subprocess.PIPE, text=True, env=env)
             seconds = time.perf_counter() - start
             if process.returncode == 0:
                 with open(out) as f:
-                    results[name] = json.load(f)
+                    results[key] = json.load(f)
             else:
                 tail = "\n".join(process.stderr.strip().splitlines()[-5:])
-                results[name] = {"bench": name, "error": tail, "rows": [], "notes": []}
+                results[key] = {"bench": name, "error": tail, "rows": [], "notes": []}
                 print(tail, file=sys.stderr)
-            results[name]["seconds"] = seconds
+            results[key].update(seconds=seconds, name=name, kernels=mode)
             print(f"   {seconds:.0f} s", flush=True)
     return results
 
@@ -133,6 +147,16 @@ def _images_per_s(results: dict, name: str) -> float | None:
 
 
 def _targets(results: dict) -> list[str]:
+    """The target lines of each kernel path's results, prefixed with the path when there are two."""
+    groups: dict = {}
+    for key, result in results.items():
+        groups.setdefault(result.get("kernels"), {})[result.get("name", key)] = result
+    return [(f"{KERNELS[mode]}: " if len(groups) > 1 else "") + line
+            for mode, group in groups.items() for line in _targets_of(group)]
+
+
+def _targets_of(results: dict) -> list[str]:
+    """The target lines of one kernel path's results, by benchmark name."""
     lines = []
     # the targets apply to the defaults; the other ResNet-50 runs are there for their ratios
     training = [row for name in ("training_large", "training_large_baseline")
@@ -184,18 +208,23 @@ def render_markdown(machine: dict, results: dict, command: str, total_seconds: f
            "## Targets", "", *_targets(results), ""]
     titles = {"training_large": "Training: ResNet-50, 288 x 144, P=8, K=4",
               "training_large_baseline": "Training: ResNet-50, 288 x 144, P=8, K=4, baseline",
-              "training_native_conv_gradient":
-                  "Training: ResNet-50, 288 x 144, with TensorFlow's own conv input gradient",
+              "training_other_conv_gradient":
+                  "Training: ResNet-50, 288 x 144, with the conv input gradient that is not the default",
               "training_system_malloc": "Training: ResNet-50, 288 x 144, with glibc's default malloc",
               "training_small": "Training: reduced size (ResNet-18 width 16, 64 x 32)",
               "pipeline": "Input pipeline alone", "inference": "Inference: exported SavedModel",
               "serving": "Serving stack vs in-process (bench_serving.py)",
               "evaluation": "Evaluation from features", "memory": "Memory"}
-    for name, result in results.items():
-        env = " ".join(f"{k}={v}" for k, v in CHILD_ENV.get(name, {}).items())
-        out += [f"## {titles.get(name, name)}", "",
+    for key, result in results.items():
+        name, mode = result.get("name", key), result.get("kernels")
+        env = {**CHILD_ENV.get(name, {}), **({} if mode is None else {"TF_ENABLE_ONEDNN_OPTS": mode})}
+        env = " ".join(f"{k}={v}" for k, v in env.items())
+        heading = titles.get(name, name) + ("" if mode is None else f" ({KERNELS[mode]})")
+        ran = result.get("settings", {}).get("onednn_enabled")
+        out += [f"## {heading}", "",
                 f"`{SUITE[name][0]}.run(**{SUITE[name][1]})`{' with ' + env if env else ''}, "
-                f"{result['seconds']:.0f} s.", ""]
+                f"{result['seconds']:.0f} s" + ("" if ran is None else f", oneDNN {'on' if ran else 'off'}")
+                + ".", ""]
         if result.get("error"):
             out += ["Failed:", "", "```", result["error"], "```", ""]
             continue
@@ -215,6 +244,9 @@ def render_markdown(machine: dict, results: dict, command: str, total_seconds: f
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SUITE), help="a subset of the suite")
+    parser.add_argument("--kernels", nargs="+", choices=sorted(KERNELS) + ["default"], default=sorted(KERNELS),
+                        help="TF_ENABLE_ONEDNN_OPTS values to run the suite with, or 'default' for this "
+                             "machine's own (default: 0 1)")
     parser.add_argument("--output-dir", default=HERE, help="where results.md and results.json go")
     parser.add_argument("--render", action="store_true",
                         help="rewrite results.md from the results.json already in --output-dir")
@@ -233,10 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     machine = machine_description()
     start = time.perf_counter()
-    results = run_suite(args.only or list(SUITE))
+    kernels = [None if mode == "default" else mode for mode in args.kernels]
+    results = run_suite(args.only or list(SUITE), kernels)
     total = time.perf_counter() - start
     machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    command = "python benchmarks/run_all.py" + (f" --only {' '.join(args.only)}" if args.only else "")
+    command = ("python benchmarks/run_all.py" + (f" --only {' '.join(args.only)}" if args.only else "")
+               + f" --kernels {' '.join(args.kernels)}")
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump({"machine": machine, "command": command, "total_seconds": total,
                    "results": results}, f, indent=1)

@@ -7,8 +7,13 @@ gradient themselves: a ``tf.matmul`` for 1x1 kernels (the same products, same re
 larger kernels, the forward convolution of the zero-padded output gradient with the flipped,
 transposed kernel (the same sums in another order). The forward pass and the kernel gradient
 are TensorFlow's own. On GPU, with strides or with "same" padding, the layer is
-``keras.layers.Conv2D`` unchanged, and so is every layer traced inside
-:func:`native_input_gradient`.
+``keras.layers.Conv2D`` unchanged.
+
+Which input gradient runs is chosen per machine by what was measured faster there
+(``benchmarks/results.md``): this module's on CPUs running TensorFlow's Eigen kernels, where it
+is x1.18 for the ResNet-50 training step; TensorFlow's own where oneDNN runs (the default on
+AVX-512 CPUs), whose ``Conv2DBackpropInput`` is as fast as its forward convolution. Layers traced
+inside :func:`input_gradient` use the one it names.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
-_native = False
+from lba_tf.runtime import onednn_enabled
+
+INPUT_GRADIENTS = ("auto", "fast", "native")
+"""``auto``: per machine, as above; ``fast``: this module's on CPU; ``native``: TensorFlow's."""
+
+_choice = {"input_gradient": "auto"}
 
 GRADIENT_SCOPE = "conv2d_valid_stride1_grad"
 """Name scope of the gradient ops of :func:`conv2d_valid_stride1` (profiles count them as backward)."""
@@ -68,18 +78,20 @@ def conv2d_valid_stride1(inputs: tf.Tensor, kernel: tf.Tensor):
 
 
 @contextlib.contextmanager
-def native_input_gradient() -> Iterator[None]:
-    """Within this block, :class:`Conv2D` layers called (or traced) use TensorFlow's own gradient.
+def input_gradient(kind: str) -> Iterator[None]:
+    """Within this block, :class:`Conv2D` layers called (or traced) use input gradient ``kind``.
 
-    The benchmarks use it to count a training step's FLOPs as TensorFlow's kernels define them
-    and to time both implementations.
+    Args:
+        kind: one of :data:`INPUT_GRADIENTS`. The benchmarks time both implementations with it
+            and count a step's FLOPs as TensorFlow's own gradients define them.
     """
-    global _native
-    previous, _native = _native, True
+    if kind not in INPUT_GRADIENTS:
+        raise ValueError(f"input gradient must be one of {INPUT_GRADIENTS}, got {kind!r}")
+    previous, _choice["input_gradient"] = _choice["input_gradient"], kind
     try:
         yield
     finally:
-        _native = previous
+        _choice["input_gradient"] = previous
 
 
 @functools.cache
@@ -87,13 +99,24 @@ def _has_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))  # fixed once TensorFlow has started
 
 
-def _fast_gradient_applies() -> bool:
-    return not _native and not _has_gpu()
+@functools.cache
+def _onednn() -> bool:
+    return onednn_enabled()  # fixed once TensorFlow has loaded
+
+
+def fast_gradient_applies() -> bool:
+    """Whether a stride-1 "valid" :class:`Conv2D` traced now gets this module's input gradient."""
+    kind = _choice["input_gradient"]
+    if kind == "native" or _has_gpu():
+        return False
+    return kind == "fast" or not _onednn()
 
 
 @keras.saving.register_keras_serializable(package="lba_tf")
 class Conv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a faster input gradient for stride-1 "valid" convolutions on CPU.
+
+    Where that gradient applies is :func:`fast_gradient_applies`.
 
     Takes the arguments of ``keras.layers.Conv2D``; outputs, weights and their gradients are the
     same up to float32 rounding (1x1 kernels: identical).
@@ -108,6 +131,6 @@ class Conv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if (tuple(self.strides) == (1, 1) and self.padding == "valid"
                 and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
-                and self.data_format == "channels_last" and _fast_gradient_applies()):
+                and self.data_format == "channels_last" and fast_gradient_applies()):
             return conv2d_valid_stride1(inputs, tf.convert_to_tensor(kernel))
         return super().convolution_op(inputs, kernel)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lba_tf.models.conv import Conv2D, conv2d_valid_stride1, native_input_gradient
+from lba_tf.models.conv import Conv2D, conv2d_valid_stride1, fast_gradient_applies, input_gradient
+from lba_tf.runtime import onednn_enabled
 
 
 def _gradients(conv, x, kernel, upstream):
@@ -57,10 +58,28 @@ def test_layer_uses_its_gradient_for_stride_one_on_cpu_and_tensorflows_otherwise
     fast.build(x.shape)
     strided = Conv2D(6, 1, strides=2, use_bias=False)
     strided.build(x.shape)
-    assert "Conv2DBackpropInput" not in _gradient_op_types(fast, x)
-    assert "Conv2DBackpropInput" in _gradient_op_types(strided, x)
-    with native_input_gradient():
+    with input_gradient("fast"):
+        assert "Conv2DBackpropInput" not in _gradient_op_types(fast, x)
+        assert "Conv2DBackpropInput" in _gradient_op_types(strided, x)
+    with input_gradient("native"):
         assert "Conv2DBackpropInput" in _gradient_op_types(fast, x)
+
+
+def test_default_is_tensorflows_gradient_exactly_where_onednn_runs():
+    # measured per kernel path (benchmarks/results.md): ours is faster on Eigen, TensorFlow's on oneDNN
+    x = tf.random.stateless_normal([2, 8, 6, 4], seed=[0, 1])
+    layer = Conv2D(6, 3, use_bias=False)
+    layer.build(x.shape)
+    assert fast_gradient_applies() == (not onednn_enabled())
+    assert ("Conv2DBackpropInput" in _gradient_op_types(layer, x)) == onednn_enabled()
+    with input_gradient("fast"):
+        assert fast_gradient_applies()
+
+
+def test_an_unknown_gradient_is_refused():
+    with pytest.raises(ValueError, match="input gradient must be one of"):
+        with input_gradient("matmul"):
+            pass
 
 
 def test_layer_matches_keras_conv2d_in_float32():
@@ -72,7 +91,7 @@ def test_layer_matches_keras_conv2d_in_float32():
     keras_conv.kernel.assign(ours.kernel)
     results = []
     for layer in (ours, keras_conv):
-        with tf.GradientTape() as tape:
+        with input_gradient("fast"), tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(tf.square(layer(x)))
         results.append(tape.gradient(loss, [x, layer.kernel]))
