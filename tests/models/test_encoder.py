@@ -114,6 +114,16 @@ def test_empty_batch_gives_empty_features(compiled):
     assert tuple(out["layer4"].shape) == (0, 2, 1, encoder.layer4_channels)
 
 
+def test_xla_compiled_encoder_routes_like_the_eager_one():
+    encoder = _tiny_encoder()
+    compiled = tf.function(lambda x, m: encoder(x, m, training=False)["layer4"], jit_compile=True)
+    images = _images((4, 32, 16, 3), 8)
+    for modality in ([0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 1]):
+        modality = np.array(modality, np.int32)
+        _assert_close(compiled(images, modality), encoder(images, modality, training=False)["layer4"])
+    assert tuple(compiled(images[:0], modality[:0]).shape) == (0, 2, 1, encoder.layer4_channels)
+
+
 def test_empty_training_batch_is_an_error_not_nan_statistics():
     encoder = _tiny_encoder()
     mean = encoder.visible_stem.bn1.moving_mean.numpy().copy()
