@@ -3,12 +3,116 @@
 Same module names as torchvision (conv1, bn1, layer1..layer4 with blocks 0.., downsample.0/1,
 fc), so its ``state_dict()`` has torchvision's keys. ``width`` scales every stage (64 in
 torchvision) and ``last_stride`` sets layer4's stride.
+
+Every ReLU and max-pool goes through :func:`relu` and :func:`max_pool`, so that a parity test
+can make the reference decide as another implementation did (:func:`following`): at a ReLU
+input within rounding of 0 or a max-pool window whose two largest values are within rounding
+of each other, a float32 run may take either side, and the gradient differs by that element's
+whole contribution.
 """
 
+import contextlib
+
+import numpy as np
 import torch
 from torch import nn
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+
+
+class FollowedRun:
+    """Another run's ReLU inputs, whose decisions the reference's ReLUs and max-pools take.
+
+    ``relu(x)`` returns ``x * (recorded > 0)``: ``relu(x)`` wherever ``x`` is on the side of
+    the kink that the other run's input was, else ``x`` or ``0``, which differ from ``relu(x)``
+    by at most ``|x|``; its gradient is the other run's ReLU derivative. ``max_pool(module, x)``
+    takes each window's value at the position where the other run's window maximum was (its
+    input is the last recorded ReLU's output: the stem's ReLU feeds its max-pool).
+
+    Attributes:
+        relu_calls: the recorded arrays used so far.
+        relu_disagreements: inputs whose sign differs from the recorded one.
+        largest_relu_disagreement: over those, the largest ``|x| / max |x|`` of the call.
+        pool_disagreements: windows whose own maximum is elsewhere.
+        largest_pool_disagreement: over those, the largest ``(own maximum - value taken) /
+            max x``.
+    """
+
+    def __init__(self, relu_inputs):
+        self._inputs = [np.ascontiguousarray(value) for value in relu_inputs]
+        self.relu_calls = 0
+        self.relu_disagreements = self.pool_disagreements = 0
+        self.largest_relu_disagreement = self.largest_pool_disagreement = 0.0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.relu_calls == len(self._inputs)
+
+    def relu(self, x):
+        if self.exhausted:
+            raise AssertionError(f"the reference calls ReLU more than the {self.relu_calls} "
+                                 "recorded times")
+        recorded = torch.from_numpy(self._inputs[self.relu_calls])
+        self.relu_calls += 1
+        if tuple(recorded.shape) != tuple(x.shape):
+            raise AssertionError(f"ReLU call {self.relu_calls}: recorded {tuple(recorded.shape)}, "
+                                 f"reference {tuple(x.shape)}")
+        positive = recorded > 0
+        differ = positive != (x > 0)
+        if bool(differ.any()):
+            self.relu_disagreements += int(differ.sum())
+            values = x.detach().abs()
+            self.largest_relu_disagreement = max(self.largest_relu_disagreement,
+                                                 float(values[differ].max() / values.max()))
+        return x * positive.to(x.dtype)
+
+    def max_pool(self, module, x):
+        recorded = torch.relu(torch.from_numpy(self._inputs[self.relu_calls - 1])).to(x.dtype)
+        _, followed = nn.functional.max_pool2d(recorded, module.kernel_size, module.stride,
+                                               module.padding, return_indices=True)
+        own, indices = nn.functional.max_pool2d(x.detach(), module.kernel_size, module.stride,
+                                                module.padding, return_indices=True)
+        taken = x.flatten(2).gather(2, followed.flatten(2)).view_as(own)
+        differ = followed != indices
+        if bool(differ.any()):
+            self.pool_disagreements += int(differ.sum())
+            gaps = (own - taken.detach())[differ] / x.detach().max()
+            self.largest_pool_disagreement = max(self.largest_pool_disagreement,
+                                                 float(gaps.max()))
+        return taken
+
+
+_followed = None
+
+
+def relu(x):
+    """``torch.relu``, or inside :func:`following` the recorded run's decisions."""
+    return torch.relu(x) if _followed is None else _followed.relu(x)
+
+
+def max_pool(module, x):
+    """``module(x)`` (an ``nn.MaxPool2d``), or inside :func:`following` the recorded run's."""
+    return module(x) if _followed is None else _followed.max_pool(module, x)
+
+
+@contextlib.contextmanager
+def following(relu_inputs):
+    """Within this block the reference's ReLUs and max-pools decide as another run did.
+
+    Args:
+        relu_inputs: that run's ReLU inputs, ``[N, C, H, W]`` arrays in call order.
+
+    Yields the :class:`FollowedRun`, to check afterwards that every array was used and how
+    close to a tie the reference's own values were wherever the decisions differed.
+    """
+    global _followed
+    if _followed is not None:
+        raise RuntimeError("following does not nest")
+    _followed = FollowedRun(relu_inputs)
+    try:
+        yield _followed
+    finally:
+        _followed = None
 
 
 def _conv(in_channels, out_channels, kernel_size, stride=1):
@@ -28,10 +132,10 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + shortcut)
+        return relu(out + shortcut)
 
 
 class Bottleneck(nn.Module):
@@ -48,11 +152,11 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
+        out = relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + shortcut)
+        return relu(out + shortcut)
 
 
 class ResNet(nn.Module):
@@ -81,7 +185,7 @@ class ResNet(nn.Module):
             self.fc = nn.Linear(channels, num_classes)
 
     def stem(self, x):
-        return self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        return max_pool(self.maxpool, relu(self.bn1(self.conv1(x))))
 
     def body(self, x):
         layer3 = self.layer3(self.layer2(self.layer1(x)))
@@ -94,6 +198,22 @@ class ResNet(nn.Module):
 def gem(x, p=3.0, eps=1e-12):
     """GeM pooling of ``[N, C, H, W]`` to ``[N, C]``."""
     return (x.pow(p).mean(dim=(2, 3)) + eps).pow(1.0 / p)
+
+
+@torch.no_grad()
+def shrink_residual_branches_(module, factor=0.2):
+    """Scale the last BatchNorm weight of every residual branch by ``factor``.
+
+    With the scales near 1 that :func:`randomize_` draws, the residual stream of a random
+    ResNet grows block by block and training-mode BatchNorm amplifies float32 rounding with it
+    (torch float32 and float64 layer4 outputs of a ResNet-50 then differ by ~3e-5 relative);
+    small last scales, as trained ResNets have, keep the network well conditioned.
+    """
+    for block in module.modules():
+        if isinstance(block, (BasicBlock, Bottleneck)):
+            last = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+            last.weight.mul_(factor)
+    return module
 
 
 @torch.no_grad()

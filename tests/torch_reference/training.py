@@ -4,7 +4,9 @@ Written from the method's contract with the released code's semantics: channels-
 the dense triplet distance over channel axis 1 (torch 1.7.1's ``pairwise_distance``), its
 ``[N, 1, H, W] * [N, H, W]`` broadcasting reduction, open-reid's batch-hard triplet and
 torch.optim.SGD with the recipe's two learning-rate groups. Also maps the reference's
-state-dict keys to ``LbAModel`` variable paths, to compare and copy states between the two.
+state-dict keys to ``LbAModel`` variable paths, to compare and copy states between the two,
+and measures how far the losses' discrete decisions (hardest pairs, hinges) are from
+switching (``full_losses(..., margins=...)``).
 """
 
 import numpy as np
@@ -47,8 +49,15 @@ def _reconstruct(probability, target, mask, query):
     return mask * warped + (1.0 - mask) * query
 
 
-def cmalign(feat, pos, neg):
+def _smallest(margins, key, value):
+    margins[key] = min(margins.get(key, float("inf")), float(value))
+
+
+def cmalign(feat, pos, neg, margins=None, name="dense hinge"):
     """CMAlign on ``[N, C, H, W]`` maps with explicit pairs.
+
+    With a ``margins`` dict, records under ``name`` how far the hinges are from switching: the
+    smallest ``|margin + d+ - d-| / (margin + max(d+, d-))`` over the positions.
 
     Returns:
         ``(recon_pos, loss)``: the positive reconstruction ``[N, C, H, W]`` and the dense
@@ -66,25 +75,48 @@ def cmalign(feat, pos, neg):
     d_pos = torch.norm(feat - recon_pos + 1e-6, dim=1)
     d_neg = torch.norm(feat - recon_neg + 1e-6, dim=1)
     hinge = torch.clamp(MARGIN + d_pos - d_neg, min=0.0)
+    if margins is not None:
+        argument = (MARGIN + d_pos - d_neg).detach()
+        scale = MARGIN + torch.maximum(d_pos, d_neg).detach()
+        _smallest(margins, name, (argument.abs() / scale).min())
     return recon_pos, torch.mean(comask * hinge)  # [N,1,H,W] * [N,H,W] -> [N,N,H,W]
 
 
-def batch_hard_triplet(features, labels):
-    """Hardest positive / negative per anchor, ``MarginRankingLoss(d_an, d_ap, 1)`` mean."""
+def batch_hard_triplet(features, labels, margins=None):
+    """Hardest positive / negative per anchor, ``MarginRankingLoss(d_an, d_ap, 1)`` mean.
+
+    With a ``margins`` dict, records how far the choices are from switching: the smallest gap
+    between an anchor's hardest and next-hardest positive (negative) relative to the larger
+    distance, and the smallest ``|d_ap - d_an + margin| / (margin + max(d_ap, d_an))``.
+    """
     squared = features.pow(2).sum(dim=1, keepdim=True)
     distances = squared + squared.t() - 2.0 * features @ features.t()
     distances = distances.clamp(min=1e-12).sqrt()
     same = labels[:, None] == labels[None, :]
+    if margins is not None:
+        for row, mask in zip(distances.detach(), same):
+            positives = torch.sort(row[mask], descending=True).values
+            negatives = torch.sort(row[~mask]).values
+            _smallest(margins, "hardest positive", (positives[0] - positives[1]) / positives[0])
+            _smallest(margins, "hardest negative", (negatives[1] - negatives[0]) / negatives[1])
+            _smallest(margins, "triplet hinge", abs(positives[0] - negatives[0] + MARGIN)
+                      / (MARGIN + max(positives[0], negatives[0])))
     d_ap = torch.stack([row[mask].max() for row, mask in zip(distances, same)])
     d_an = torch.stack([row[~mask].min() for row, mask in zip(distances, same)])
     return torch.nn.MarginRankingLoss(margin=MARGIN)(d_an, d_ap, torch.ones_like(d_an))
 
 
-def full_losses(reference, rgb, ir, labels, pairs3, pairs4):
+def full_losses(reference, rgb, ir, labels, pairs3, pairs4, margins=None):
     """Every loss of one training step of an ``LbAReference`` in its current mode.
 
     The heads run in the released forward's order (IC3, IC4, then ID), which is the order in
     which the BNNeck's running statistics see the batches.
+
+    Pass a dict as ``margins`` to have it filled with how far each kind of discrete decision
+    of the losses is from switching, as a relative distance, the smallest over the batch:
+    ``"hardest positive"``, ``"hardest negative"`` and ``"triplet hinge"`` (batch-hard
+    triplet), ``"dense hinge layer3"`` and ``"dense hinge layer4"``. A float32 implementation
+    decides each as the reference does when its error of the compared quantities is smaller.
 
     Args:
         reference: ``tests.torch_reference.lba.LbAReference``.
@@ -104,14 +136,14 @@ def full_losses(reference, rgb, ir, labels, pairs3, pairs4):
         return pooled, reference.classifier(reference.bottleneck(pooled))
 
     cross_entropy = torch.nn.CrossEntropyLoss()
-    recon3, dt3 = cmalign(feats["layer3"], *pairs3)
+    recon3, dt3 = cmalign(feats["layer3"], *pairs3, margins=margins, name="dense hinge layer3")
     _, logits3 = head(body.layer4(recon3))
-    recon4, dt4 = cmalign(feats["layer4"], *pairs4)
+    recon4, dt4 = cmalign(feats["layer4"], *pairs4, margins=margins, name="dense hinge layer4")
     _, logits4 = head(recon4)
     pooled, logits = head(feats["layer4"])
     losses = {
         "id": cross_entropy(logits, labels),
-        "triplet": batch_hard_triplet(pooled, labels),
+        "triplet": batch_hard_triplet(pooled, labels, margins),
         "ic3": cross_entropy(logits3, labels),
         "ic4": cross_entropy(logits4, labels),
         "dt3": dt3,
