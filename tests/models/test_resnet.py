@@ -1,4 +1,8 @@
-"""torchvision-layout ResNet: structure, output sizes, torch parity in inference and training mode."""
+"""torchvision-layout ResNet: structure, output sizes, torch parity in inference and training mode.
+
+The parity tests compare float32 Keras with the torch reference run in float64 on the same
+float32 weights and inputs, to ``parity.TOLERANCE`` (derived there from float32 rounding).
+"""
 
 import numpy as np
 import pytest
@@ -9,11 +13,16 @@ from lba_tf.tools.import_torch import assign_torchvision_resnet
 from tests.torch_reference.parity import TOLERANCE, nhwc, relative_error
 
 
-def _torch_resnet(depth, width, last_stride):
+def _torch_resnet(depth, width, last_stride, shrink=None):
+    """A random torch ResNet in eval mode; ``shrink`` scales each residual branch's last
+    BatchNorm weight (``shrink_residual_branches_``)."""
     pytest.importorskip("torch")
-    from tests.torch_reference.resnet import ResNet, randomize_
+    from tests.torch_reference.resnet import ResNet, randomize_, shrink_residual_branches_
 
-    return randomize_(ResNet(depth, width, last_stride)).eval()
+    reference = randomize_(ResNet(depth, width, last_stride))
+    if shrink is not None:
+        shrink_residual_branches_(reference, shrink)
+    return reference.eval()
 
 
 def _encoder_like(reference, depth, width, last_stride):
@@ -93,7 +102,7 @@ def test_inference_matches_torch(depth, width, last_stride, size):
     encoder = _encoder_like(reference, depth, width, last_stride)
     images = _images((2, *size, 3))
     with torch.no_grad():
-        expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+        expected = reference.double()(torch.from_numpy(images.transpose(0, 3, 1, 2)).double())
     out = encoder.body(encoder.visible_stem(images, training=False), training=False)
     for name in ("layer3", "layer4"):
         assert relative_error(out[name], nhwc(expected[name])) < TOLERANCE
@@ -102,11 +111,13 @@ def test_inference_matches_torch(depth, width, last_stride, size):
 def test_training_mode_batch_norm_matches_torch():
     import torch
 
-    reference = _torch_resnet(50, 8, 1)
+    # Each residual branch's last BatchNorm scale shrunk to 0.2: with scales near 1 the
+    # residual stream grows block by block, training-mode BatchNorm (batch statistics over
+    # 4 x 4 x 2 values per channel in layer4) amplifies rounding along it and torch float32
+    # itself drifts 3e-5 from float64 in layer4; shrunk, 1.3e-6 (Keras 1.2e-6).
+    reference = _torch_resnet(50, 8, 1, shrink=0.2)
     encoder = _encoder_like(reference, 50, 8, 1)
     images = _images((4, 64, 32, 3), seed=1)
-    # Batch statistics over 4 x 4 x 2 values per channel in layer4 make float32 torch itself drift
-    # ~1e-4 from float64, so the reference runs in float64.
     with torch.no_grad():
         stem_out = reference.stem(torch.from_numpy(images.transpose(0, 3, 1, 2)))
         reference = reference.double().train()
@@ -115,11 +126,11 @@ def test_training_mode_batch_norm_matches_torch():
     for name in ("layer3", "layer4"):
         assert relative_error(out[name], nhwc(expected[name])) < TOLERANCE
     # Moving statistics follow torch's running ones (momentum 0.1 in torch terms, unbiased
-    # variance).
+    # variance): 0.9 x the imported value plus 0.1 x the batch statistic, whose float32 error
+    # is that of the activations.
     pairs = [(encoder.body.layer1.blocks[0].bn1, reference.layer1[0].bn1),
              (encoder.body.layer4.blocks[2].bn3, reference.layer4[2].bn3)]
     for keras_bn, torch_bn in pairs:
-        np.testing.assert_allclose(keras_bn.moving_mean.numpy(), torch_bn.running_mean.numpy(),
-                                   rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(keras_bn.moving_variance.numpy(), torch_bn.running_var.numpy(),
-                                   rtol=1e-4)
+        for keras_statistic, torch_statistic in ((keras_bn.moving_mean, torch_bn.running_mean),
+                                                 (keras_bn.moving_variance, torch_bn.running_var)):
+            assert relative_error(keras_statistic.numpy(), torch_statistic.numpy()) < TOLERANCE
