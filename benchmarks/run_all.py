@@ -30,11 +30,13 @@ sys.path.insert(0, HERE)
 
 from common import MALLOC_ENV_VAR, machine_description, markdown_table  # noqa: E402
 
+from lba_tf.runtime import onednn_expected  # noqa: E402
+
 SUITE = {
     "training_large": ("bench_training", {"preset": "large_full"}),
     "training_large_baseline": ("bench_training", {"preset": "large_baseline"}),
     "training_other_conv_gradient": ("bench_training", {"preset": "large_other_gradient"}),
-    "training_system_malloc": ("bench_training", {"preset": "large_baseline"}),
+    "training_other_malloc": ("bench_training", {"preset": "large_baseline"}),
     "training_small": ("bench_training", {"preset": "small"}),
     "pipeline": ("bench_pipeline", {"height": 288, "width": 144, "steps": 20, "warmup": 3,
                                     "repeats": 3}),
@@ -46,8 +48,14 @@ SUITE = {
 }
 """Benchmark name -> (module in ``benchmarks/``, keyword arguments of its ``run``)."""
 
-CHILD_ENV = {"training_system_malloc": {MALLOC_ENV_VAR: "system"}}
-"""Environment variables of a benchmark's process, beside this one's."""
+def child_env(name: str, kernels: str | None) -> dict[str, str]:
+    """Environment variables of benchmark ``name``'s process, beside this one's: the kernel path,
+    and for ``training_other_malloc`` the allocator that path does not use by default."""
+    env = {} if kernels is None else {"TF_ENABLE_ONEDNN_OPTS": kernels}
+    if name == "training_other_malloc":
+        onednn = onednn_expected({**os.environ, **env})
+        env[MALLOC_ENV_VAR] = "tuned" if onednn else "system"
+    return env
 
 KERNELS = {"0": "oneDNN off", "1": "oneDNN on"}
 """``TF_ENABLE_ONEDNN_OPTS`` values -> how the report names them."""
@@ -55,8 +63,8 @@ KERNELS = {"0": "oneDNN off", "1": "oneDNN on"}
 RATIOS = (
     ("Conv input gradient, this kernel path's default vs the other, R50 full method",
      "training_large", "training_other_conv_gradient"),
-    ("Allocator tuned (lba_tf.runtime) vs glibc's default, R50 baseline",
-     "training_large_baseline", "training_system_malloc"),
+    ("Allocator, this kernel path's default (lba_tf.runtime) vs the other, R50 baseline",
+     "training_large_baseline", "training_other_malloc"),
 )
 """(what, the default's training benchmark, the same case the other way) for the ratio lines."""
 
@@ -86,9 +94,7 @@ def run_suite(names: list[str], kernels: list[str | None]) -> dict:
             key = result_key(name, mode)
             out = os.path.join(tmp, f"{name}-{mode}.json")
             print(f"== {key}", flush=True)
-            env = {**os.environ, **CHILD_ENV.get(name, {})}
-            if mode is not None:
-                env["TF_ENABLE_ONEDNN_OPTS"] = mode
+            env = {**os.environ, **child_env(name, mode)}
             start = time.perf_counter()
             process = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
                                       "--out", out], stderr=subprocess.PIPE, text=True, env=env)
@@ -151,7 +157,7 @@ def _targets(results: dict) -> list[str]:
     groups: dict = {}
     for key, result in results.items():
         groups.setdefault(result.get("kernels"), {})[result.get("name", key)] = result
-    return [(f"{KERNELS[mode]}: " if len(groups) > 1 else "") + line
+    return [line.replace("- ", f"- {KERNELS[mode]}: ", 1) if len(groups) > 1 else line
             for mode, group in groups.items() for line in _targets_of(group)]
 
 
@@ -210,15 +216,15 @@ def render_markdown(machine: dict, results: dict, command: str, total_seconds: f
               "training_large_baseline": "Training: ResNet-50, 288 x 144, P=8, K=4, baseline",
               "training_other_conv_gradient":
                   "Training: ResNet-50, 288 x 144, with the conv input gradient that is not the default",
-              "training_system_malloc": "Training: ResNet-50, 288 x 144, with glibc's default malloc",
+              "training_other_malloc":
+                  "Training: ResNet-50, 288 x 144, baseline, with the allocator that is not the default",
               "training_small": "Training: reduced size (ResNet-18 width 16, 64 x 32)",
               "pipeline": "Input pipeline alone", "inference": "Inference: exported SavedModel",
               "serving": "Serving stack vs in-process (bench_serving.py)",
               "evaluation": "Evaluation from features", "memory": "Memory"}
     for key, result in results.items():
         name, mode = result.get("name", key), result.get("kernels")
-        env = {**CHILD_ENV.get(name, {}), **({} if mode is None else {"TF_ENABLE_ONEDNN_OPTS": mode})}
-        env = " ".join(f"{k}={v}" for k, v in env.items())
+        env = " ".join(f"{k}={v}" for k, v in child_env(name, mode).items())
         heading = titles.get(name, name) + ("" if mode is None else f" ({KERNELS[mode]})")
         ran = result.get("settings", {}).get("onednn_enabled")
         out += [f"## {heading}", "",

@@ -2,12 +2,13 @@
 
 TensorFlow allocates CPU tensors with ``malloc``. glibc serves every block above 32 MiB (many
 activations and gradients of a training step at 288 x 144) with a fresh ``mmap`` and returns it
-to the kernel on ``free``, so each step pays to fault in and zero those pages again. On the
-2-core machine of ``benchmarks/results.md`` the ResNet-50 baseline step at 288 x 144 ran 1.3
-to 1.7 times faster once :func:`tune_allocator` made glibc keep freed memory for reuse; its
-peak memory stayed about the same (7.3 GB), the full method's grew by under a tenth over many
-steps (11.5 vs 10.7 GB). The entry points (training, evaluation, export, the server, the
-benchmarks) call it before TensorFlow starts its threads; ``LBA_TF_MALLOC=system`` turns it off.
+to the kernel on ``free``, so each step pays to fault in and zero those pages again. With
+TensorFlow's Eigen kernels (oneDNN off) the ResNet-50 baseline step at 288 x 144 ran 1.3 to 1.7
+times faster once :func:`tune_allocator` made glibc keep freed memory for reuse; with oneDNN it
+ran 4% slower (``benchmarks/results.md``), so by default the allocator is tuned only where
+oneDNN will be off (:func:`onednn_expected`, known before TensorFlow loads). The entry points
+(training, evaluation, export, the server, the benchmarks) call it before TensorFlow starts its
+threads; ``LBA_TF_MALLOC=tuned`` or ``=system`` overrides the choice.
 """
 
 from __future__ import annotations
@@ -36,6 +37,47 @@ SETTINGS = {
 _state = {"mode": None}
 
 
+ALLOCATORS = ("auto", "tuned", "system")
+"""Values of ``LBA_TF_MALLOC``: ``auto`` (the default) tunes where oneDNN will be off."""
+
+ONEDNN_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+"""CPU flags on which TensorFlow's Linux x86 builds turn oneDNN on by default."""
+
+
+def cpu_flags() -> set[str]:
+    """The flags ``/proc/cpuinfo`` lists for the first CPU (empty where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def onednn_expected(environ=None, flags=None) -> bool:
+    """Whether TensorFlow will run its oneDNN kernels, decided as it decides, before it loads.
+
+    ``TF_ENABLE_ONEDNN_OPTS`` (``1``/``true`` or ``0``/``false``) decides when set; otherwise
+    oneDNN is on for Linux on CPUs with any of :data:`ONEDNN_CPU_FLAGS`. Once TensorFlow has
+    loaded, :func:`onednn_enabled` tells what it did.
+
+    Args:
+        environ: the environment (default ``os.environ``).
+        flags: the CPU's flags (default :func:`cpu_flags`).
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    flags = cpu_flags() if flags is None else flags
+    return sys.platform.startswith("linux") and any(flag in flags for flag in ONEDNN_CPU_FLAGS)
+
+
 def tune_allocator() -> str:
     """Make glibc's malloc reuse freed large blocks instead of returning them; idempotent.
 
@@ -43,17 +85,20 @@ def tune_allocator() -> str:
     next, so the process's resident size stays near its peak instead of falling between steps.
 
     Returns:
-        ``"tuned"``; ``"system"`` when ``LBA_TF_MALLOC=system`` is set or the C library is not
-        glibc (macOS, musl), where nothing is changed.
+        ``"tuned"``; ``"system"`` where oneDNN will run (``LBA_TF_MALLOC=auto``, the default),
+        with ``LBA_TF_MALLOC=system``, or where the C library is not glibc (macOS, musl), where
+        nothing is changed.
 
     Raises:
-        ValueError: ``LBA_TF_MALLOC`` holds something other than ``tuned`` or ``system``.
+        ValueError: ``LBA_TF_MALLOC`` holds something other than :data:`ALLOCATORS`.
     """
     if _state["mode"] is not None:
         return _state["mode"]
-    wanted = os.environ.get(ENV_VAR, "tuned")
-    if wanted not in ("tuned", "system"):
-        raise ValueError(f"{ENV_VAR} must be 'tuned' or 'system', got {wanted!r}")
+    wanted = os.environ.get(ENV_VAR, "auto")
+    if wanted not in ALLOCATORS:
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(ALLOCATORS)}, got {wanted!r}")
+    if wanted == "auto":
+        wanted = "system" if onednn_expected() else "tuned"
     mode = "system"
     if wanted == "tuned" and sys.platform.startswith("linux"):
         mallopt = _glibc_mallopt()
