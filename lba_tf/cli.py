@@ -20,15 +20,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="debug logs, and TensorFlow's own log output")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace, default=None, implied=()) -> Config:
     """Tune the allocator, set up logging and load the config (all before TensorFlow starts).
+
+    Args:
+        args: parsed with :func:`add_config_arguments`.
+        default: the config file when ``--config`` is not given (``None``: the built-in default).
+        implied: ``KEY=VALUE`` settings that hold when ``--config`` is not given, before the
+            ``--set`` ones (e.g. what a checkpoint says of its model).
 
     A bad config or ``LBA_TF_MALLOC`` value exits with status 2 and its message.
     """
+    path, overrides = args.config, list(args.overrides)
+    if path is None:
+        path, overrides = default, [*implied, *overrides]
     try:
         tune_allocator()
         setup_logging(args.verbose)
-        return load_config(args.config, args.overrides)
+        return load_config(path, overrides)
     except ValueError as err:  # a ConfigError, or a bad LBA_TF_MALLOC from tune_allocator
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,7 +2,8 @@
 
 ``--weights`` takes a run directory (its best weights and config), a Keras ``.weights.h5`` or
 ``.keras`` file, or an LbA PyTorch checkpoint (recognised by content and converted through
-``lba_tf.tools.import_torch``). The export is checked before the command returns: the SavedModel
+``lba_tf.tools.import_torch``; without ``--config``, the checkpoint's model in the paper's
+recipe, at 288 x 144). The export is checked before the command returns: the SavedModel
 is reloaded and every signature is compared with the in-process model. The version directory
 written is printed on the last line.
 """
@@ -39,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", type=int, default=None, metavar="N",
                         help="version number (default: one more than the highest present)")
     args = parser.parse_args(argv)
-    path = pathlib.Path(args.weights)
-    torch_source = path.is_file() and not path.name.endswith((".h5", ".keras")) and is_torch_checkpoint(path)
-    if not torch_source:
-        path, args.config, num_classes = resolve_weights(args.weights, args.config)
-    config = config_from_args(args)
     if args.version is not None and args.version < 1:
         parser.error("--version must be a positive integer")
+    path = pathlib.Path(args.weights)
+    torch_source = path.is_file() and not path.name.endswith((".h5", ".keras")) and is_torch_checkpoint(path)
+    if torch_source:
+        from lba_tf.tools.import_torch import WeightImportError, read_checkpoint
+
+        try:  # the model and the image size are the checkpoint's, unless --config says otherwise
+            state, config = read_checkpoint(path, args)
+        except WeightImportError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        path, args.config, num_classes = resolve_weights(args.weights, args.config)
+        config = config_from_args(args)
 
     import keras
 
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if torch_source:
             converted = pathlib.Path(tmp) / "converted.weights.h5"
-            convert(path, converted, config)
+            convert(state, converted, config)
             path, num_classes = converted, None
         if path.suffix == ".keras":
             model = keras.saving.load_model(path)

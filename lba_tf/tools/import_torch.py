@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lba_tf.models.resnet import Bottleneck
+from lba_tf.models.resnet import Bottleneck, depth_spec
 
 LBA_VISIBLE_STEM = "visible_module.visible."
 LBA_INFRARED_STEM = "thermal_module.thermal."
@@ -90,11 +90,33 @@ def checkpoint_kind(state_dict: Mapping[str, np.ndarray]) -> str:
                                     f"an LbA checkpoint ({LBA_BODY}*)")
 
 
+def _numpy_globals() -> list:
+    """What the numpy entries of a training checkpoint unpickle through, allowed by name.
+
+    The LbA training script saves the CMC curve (an array) and mAP / mINP (numpy float64
+    scalars) beside the state dict. Files written under numpy 1.x name the reconstructors
+    ``numpy.core.multiarray.*``, under numpy 2.x ``numpy._core.multiarray.*``; both are allowed,
+    with the dtypes an array or scalar can hold. Nothing else a pickle could call is.
+    """
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"}
+    allowed = [np.ndarray, np.dtype, *sorted(dtypes, key=lambda t: t.__name__)]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"),
+                    (multiarray.scalar, f"{module}.scalar")]
+    return allowed
+
+
 def load_torch_checkpoint(path) -> dict[str, np.ndarray]:
     """Read a PyTorch checkpoint into a flat ``{name: numpy array}`` dict.
 
-    Accepts a torchvision ResNet state dict or an LbA training checkpoint (its ``net`` entry);
-    a DataParallel ``module.`` prefix is removed. Loading uses ``weights_only=True``.
+    Accepts a torchvision ResNet state dict or an LbA training checkpoint (its ``net`` entry,
+    beside which the training script keeps ``cmc``, ``mAP``, ``mINP`` and ``epoch``); a
+    DataParallel ``module.`` prefix is removed. Loading uses ``weights_only=True``, allowing
+    numpy arrays and scalars (:func:`_numpy_globals`) and nothing else beyond tensors.
 
     Args:
         path: a ``.pth`` / ``.t`` file written by ``torch.save``.
@@ -102,9 +124,13 @@ def load_torch_checkpoint(path) -> dict[str, np.ndarray]:
     Raises:
         WeightImportError: the file holds something else.
     """
-    import torch
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        import torch
+    except ImportError:
+        raise WeightImportError(message=f"{path} is a PyTorch checkpoint and reading it needs torch: "
+                                        "pip install torch==2.13.0 (or make install-torch)") from None
+    with torch.serialization.safe_globals(_numpy_globals()):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("net", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
     if not isinstance(state, Mapping):
         raise WeightImportError(
@@ -117,6 +143,51 @@ def load_torch_checkpoint(path) -> dict[str, np.ndarray]:
               for key, value in state.items()}
     checkpoint_kind(arrays)
     return arrays
+
+
+def architecture_of(state_dict: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """The model settings a checkpoint fixes: ``{"model.depth": ..., "model.width": ...}``.
+
+    Read from the tensors: the stem's output channels give the width; the blocks of each stage
+    and whether they are bottlenecks give the depth.
+
+    Raises:
+        WeightImportError: the tensors are of no ResNet this project builds.
+    """
+    torchvision = checkpoint_kind(state_dict) == "torchvision"
+    body = "" if torchvision else LBA_BODY
+    stem = "conv1.weight" if torchvision else LBA_VISIBLE_STEM + "conv1.weight"
+    if stem not in state_dict:
+        raise WeightImportError(missing=[stem])
+    blocks = []
+    for stage in range(1, 5):
+        indices = {key[len(f"{body}layer{stage}."):].split(".", 1)[0] for key in state_dict
+                   if key.startswith(f"{body}layer{stage}.")}
+        blocks.append(len(indices))
+    block_type = "bottleneck" if f"{body}layer1.0.conv3.weight" in state_dict else "basic"
+    depth = next((d for d in (18, 34, 50) if depth_spec(d) == (block_type, tuple(blocks))), None)
+    if depth is None:
+        raise WeightImportError(message=f"a ResNet of {block_type} blocks {tuple(blocks)} per stage "
+                                        "is none of ResNet-18, -34, -50")
+    return {"model.depth": depth, "model.width": int(state_dict[stem].shape[0])}
+
+
+def check_fits(state_dict: Mapping[str, np.ndarray], config, source) -> None:
+    """Raise a one-line error naming every setting of ``config`` the checkpoint contradicts.
+
+    Raises:
+        WeightImportError: e.g. ``best.t is a ResNet-50 of width 64, the config says
+            model.depth=18, model.width=16``.
+    """
+    found = architecture_of(state_dict)
+    differing = {key: value for key, value in found.items()
+                 if getattr(config.model, key.split(".", 1)[1]) != value}
+    if differing:
+        said = ", ".join(f"{key}={getattr(config.model, key.split('.', 1)[1])}" for key in differing)
+        fix = " ".join(f"--set {key}={value}" for key, value in differing.items())
+        raise WeightImportError(
+            message=f"{source} is a ResNet-{found['model.depth']} of width {found['model.width']}, the "
+                    f"config says {said}: leave out --config to take the checkpoint's, or {fix}")
 
 
 def num_classes_in_checkpoint(state_dict: Mapping[str, np.ndarray]) -> int:
@@ -278,7 +349,7 @@ def assign_lba_checkpoint(encoder, bnneck, classifier,
     return _assign(targets, state_dict, _is_unused_lba_copy)
 
 
-def convert(src, dst, config) -> ImportReport:
+def convert(state: Mapping[str, np.ndarray], dst, config) -> ImportReport:
     """Convert a PyTorch checkpoint into Keras weights for the model ``config`` describes.
 
     A torchvision ResNet becomes the encoder's ImageNet initialisation (set ``model.pretrained``
@@ -286,14 +357,14 @@ def convert(src, dst, config) -> ImportReport:
     identities read from the classifier (pass ``dst`` to ``--weights`` of evaluate or export).
 
     Args:
-        src: the ``.pth``/``.t`` file.
+        state: from :func:`load_torch_checkpoint`.
         dst: the ``.weights.h5`` file to write.
-        config: a :class:`lba_tf.config.Config` (depth, width, last stride, image size).
+        config: a :class:`lba_tf.config.Config` (depth, width, last stride, image size) that
+            :func:`check_fits` the checkpoint.
     """
     from lba_tf.models.encoder import TwoStreamEncoder
     from lba_tf.models.lba import build_model
 
-    state = load_torch_checkpoint(src)
     model_cfg = config.model
     if checkpoint_kind(state) == "torchvision":
         target = TwoStreamEncoder(model_cfg.depth, model_cfg.width, model_cfg.last_stride, name="encoder")
@@ -305,11 +376,31 @@ def convert(src, dst, config) -> ImportReport:
     return report
 
 
+def read_checkpoint(path, args):
+    """``(state, config)`` of a PyTorch checkpoint for a command line's ``--config`` / ``--set``.
+
+    Without ``--config`` the model is the checkpoint's (:func:`architecture_of`) in the paper's
+    recipe, ``configs/base.yaml`` (288 x 144 images); with it, the config must fit the
+    checkpoint. PyTorch and the config load before TensorFlow does.
+
+    Raises:
+        WeightImportError: the file is no checkpoint of ours, or the config contradicts it.
+    """
+    from lba_tf.cli import config_from_args
+    from lba_tf.config import CONFIG_DIR
+
+    state = load_torch_checkpoint(path)
+    implied = [f"{key}={value}" for key, value in architecture_of(state).items()]
+    config = config_from_args(args, default=CONFIG_DIR / "base.yaml", implied=implied)
+    check_fits(state, config, path)
+    return state, config
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from lba_tf.cli import add_config_arguments, config_from_args
+    from lba_tf.cli import add_config_arguments
     from lba_tf.log import logger
 
     parser = argparse.ArgumentParser(
@@ -319,12 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="PyTorch checkpoint (.pth, .pt, .t)")
     parser.add_argument("dst", help="Keras weights to write, ending in .weights.h5")
     add_config_arguments(parser)
+    parser.epilog = ("Without --config the model is the checkpoint's own depth and width in the paper's "
+                     "recipe (configs/base.yaml); a --config that contradicts the checkpoint is refused.")
     args = parser.parse_args(argv)
     if not args.dst.endswith(".weights.h5"):
         parser.error(f"dst must end in .weights.h5, got {args.dst}")
-    config = config_from_args(args)
     try:
-        report = convert(args.src, args.dst, config)
+        state, config = read_checkpoint(args.src, args)
+        report = convert(state, args.dst, config)
     except (WeightImportError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

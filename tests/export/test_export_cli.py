@@ -72,5 +72,45 @@ def test_authors_checkpoint_is_recognised_and_converted(tmp_path):
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
+def test_authors_checkpoint_as_saved_exports_with_no_config(tmp_path, capsys):
+    """A checkpoint written as the authors' training script writes it (state dict of a
+    DataParallel model under ``net``, numpy CMC / mAP / mINP, the epoch), exported with no
+    --config: the model's depth and width come from the checkpoint, the image size from the
+    recipe (288 x 144), and the export's embeddings are the reference's."""
+    torch = pytest.importorskip("torch")
+    from tests.torch_reference.lba import LbAReference
+    from tests.torch_reference.parity import l2_normalize
+    from tests.torch_reference.resnet import randomize_
+
+    reference = randomize_(LbAReference(num_classes=6, depth=50, width=8), seed=5).eval()
+    src = tmp_path / "ep_80.t"
+    torch.save({"net": {"module." + k: v for k, v in reference.state_dict().items()},
+                "cmc": np.linspace(0.5, 1.0, 20).astype(np.float32), "mAP": np.float64(0.55),
+                "mINP": np.float64(0.41), "epoch": 80}, src)
+    assert main(["--weights", str(src), "--output", str(tmp_path / "out")]) == 0
+    version = pathlib.Path(capsys.readouterr().out.strip().splitlines()[-1])
+    images = np.random.default_rng(2).integers(0, 256, size=(2, 288, 144, 3), dtype=np.uint8)
+    from lba_tf.data.preprocess import normalize
+    x = torch.tensor(normalize(images).numpy().transpose(0, 3, 1, 2)).double()
+    for modality in (0, 1):
+        served = _embed_served(version, images, np.full([2], modality, np.int32))
+        with torch.no_grad():
+            expected = l2_normalize(reference.double()(x, infrared=modality == 1)["pooled"].numpy())
+        np.testing.assert_allclose(served, expected, atol=1e-4, rtol=0)
+
+
+def test_a_config_that_contradicts_the_checkpoint_is_one_line(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from tests.torch_reference.lba import LbAReference
+
+    src = tmp_path / "best.t"
+    torch.save({"net": LbAReference(num_classes=3, depth=18, width=4).state_dict()}, src)
+    assert main(["--weights", str(src), "--output", str(tmp_path / "out"), "--set", "model.width=16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {src} is a ResNet-18 of width 4, the config says model.width=16: leave out "
+                   "--config to take the checkpoint's, or --set model.width=4"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_keras_weights_are_not_mistaken_for_torch(weights):
     assert not is_torch_checkpoint(weights[1])

@@ -1,6 +1,8 @@
 """PyTorch weight import: checkpoint reading, torchvision and LbA layouts, the error report."""
 
+import argparse
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -59,6 +61,55 @@ def test_load_unwraps_net_and_strips_data_parallel_prefix(tmp_path, reference, p
         np.testing.assert_array_equal(loaded[key], value.numpy())
     assert checkpoint_kind(loaded) == "lba"
     assert num_classes_in_checkpoint(loaded) == NUM_CLASSES
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Names numpy's reconstructors ``numpy.core.multiarray.*``, as files written under numpy 1.x
+    (the authors' environment) do; numpy 2 writes ``numpy._core.multiarray.*``."""
+
+    def save_global(self, obj, name=None):
+        if getattr(obj, "__module__", None) == "numpy._core.multiarray":
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n" + obj.__name__.encode("ascii") + b"\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+class _Numpy1PickleModule:
+    Pickler = _Numpy1Pickler
+
+
+@pytest.mark.parametrize("numpy_names", ["numpy 2", "numpy 1"])
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_load_reads_a_checkpoint_as_the_training_script_saves_it(tmp_path, reference, prefix, numpy_names):
+    # the LbA training script's torch.save: the state dict, the CMC curve as a numpy array, mAP
+    # and mINP as numpy float64 scalars, the epoch; DataParallel training prefixes "module."
+    checkpoint = {"net": {prefix + key: value for key, value in reference.state_dict().items()},
+                  "cmc": np.linspace(0.5, 1.0, 20).astype(np.float32), "mAP": np.float64(0.5522),
+                  "mINP": np.float64(0.4188), "epoch": 80}
+    path = tmp_path / "ep_80.t"
+    pickle_module = _Numpy1PickleModule if numpy_names == "numpy 1" else pickle
+    torch.save(checkpoint, path, pickle_module=pickle_module)
+    marker = b"numpy.core.multiarray" if numpy_names == "numpy 1" else b"numpy._core.multiarray"
+    assert marker in _pickle_bytes(path)  # the file names numpy as that version does
+    loaded = load_torch_checkpoint(path)
+    assert list(loaded) == list(reference.state_dict())
+    for key, value in reference.state_dict().items():
+        np.testing.assert_array_equal(loaded[key], value.numpy())
+
+
+def _pickle_bytes(path) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(next(name for name in archive.namelist() if name.endswith("data.pkl")))
+
+
+def test_load_still_refuses_other_python_objects(tmp_path, reference):
+    # weights_only stays on: numpy arrays and scalars are allowed, arbitrary objects are not
+    path = _save(tmp_path, {"net": reference.state_dict(), "args": argparse.Namespace(lr=0.1)})
+    with pytest.raises(pickle.UnpicklingError, match="Namespace"):
+        load_torch_checkpoint(path)
 
 
 def test_load_reads_a_torchvision_state_dict(tmp_path):
