@@ -36,8 +36,8 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     Examples:
 
-    >>> schedule = WarmupStepSchedule(0.1, steps_per_epoch=695)
-    >>> float(schedule(0)), float(schedule(695 * 30))
+    >>> schedule = WarmupStepSchedule(0.1, steps_per_epoch=696)
+    >>> float(schedule(0)), float(schedule(696 * 30))
     (0.01, 0.01)
     """
 

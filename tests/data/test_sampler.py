@@ -48,12 +48,13 @@ def test_steps_per_epoch_uses_the_larger_modality(sampler):
     num_rgb = sum(1 + label % 5 for label in range(12))          # 12 + 2 * 10 + 1 = 33
     num_ir = sum(1 + (label * 7) % 4 for label in range(12))     # 12 + 3 * 6 = 30
     assert (sampler.num_visible, sampler.num_infrared) == (num_rgb, num_ir) == (33, 30)
-    assert sampler.steps_per_epoch == len(sampler) == 33 // 15 == 2
-    assert len(list(sampler.epoch(0))) == 2
+    assert sampler.steps_per_epoch == len(sampler) == 33 // 15 + 1 == 3
+    assert len(list(sampler.epoch(0))) == 3
 
 
 def test_steps_per_epoch_for_sysu_mm01_counts():
-    # 395 identities, 22,258 visible and 11,909 infrared training images -> floor(22258 / 32)
+    # 395 identities, 22,258 visible and 11,909 infrared training images -> floor(22258 / 32) + 1,
+    # the authors' sampler's int(N / (P * K)) + 1 batches
     rgb = np.full(395, 22258 // 395)
     rgb[: 22258 % 395] += 1
     ir = np.full(395, 11909 // 395)
@@ -61,12 +62,18 @@ def test_steps_per_epoch_for_sysu_mm01_counts():
     counts = {label: (int(rgb[label]), int(ir[label])) for label in range(395)}
     sampler = IdentitySampler(_records(counts), num_identities=8, num_instances=4)
     assert (sampler.num_visible, sampler.num_infrared) == (22258, 11909)
-    assert sampler.steps_per_epoch == 695
+    assert sampler.steps_per_epoch == 696
+
+
+def test_steps_per_epoch_for_regdb_counts():
+    # 206 identities x 10 visible and 10 thermal images -> int(2060 / 32) + 1
+    sampler = IdentitySampler(_records({label: (10, 10) for label in range(206)}), 8, 4)
+    assert sampler.steps_per_epoch == 65
 
 
 def test_steps_per_epoch_override_and_minimum_of_one():
     records = _records({0: (1, 1), 1: (1, 1)})
-    assert IdentitySampler(records, 2, 4).steps_per_epoch == 1  # floor(2 / 8) = 0 -> 1
+    assert IdentitySampler(records, 2, 4).steps_per_epoch == 1  # floor(2 / 8) + 1
     assert IdentitySampler(records, 2, 4, steps_per_epoch=7).steps_per_epoch == 7
 
 
@@ -84,10 +91,10 @@ def test_same_seed_same_batches_other_seed_or_stream_other_batches(sampler):
 def test_resume_mid_epoch_reproduces_the_remaining_batches():
     records = _records({label: (6, 4) for label in range(10)})
     full = IdentitySampler(records, 4, 2, seed=3)
-    assert full.steps_per_epoch == 7
+    assert full.steps_per_epoch == 60 // 8 + 1 == 8
     from_start = list(full.epoch(2))
     resumed = list(IdentitySampler(records, 4, 2, seed=3).epoch(2, start_step=4))
-    assert len(resumed) == 3
+    assert len(resumed) == 4
     for (a_rgb, a_ir), (b_rgb, b_ir) in zip(from_start[4:], resumed):
         np.testing.assert_array_equal(a_rgb, b_rgb)
         np.testing.assert_array_equal(a_ir, b_ir)
@@ -139,5 +146,5 @@ def test_rejects_unlabelled_and_empty_records():
 
 
 def test_step_out_of_range_is_an_error(sampler):
-    with pytest.raises(ValueError, match="0 <= step < 2"):
-        sampler.batch_indices(0, 2)
+    with pytest.raises(ValueError, match="0 <= step < 3"):
+        sampler.batch_indices(0, 3)
