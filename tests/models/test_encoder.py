@@ -154,9 +154,10 @@ def test_both_stream_paths_match_torch(depth, width, size):
     reference = randomize_(ResNet(depth, width, last_stride=1)).eval()
     encoder = TwoStreamEncoder(depth, width)
     assign_torchvision_resnet(encoder, {k: v.numpy() for k, v in reference.state_dict().items()})
+    reference.double()  # the float32 weights, run in float64 (parity.TOLERANCE)
     visible, infrared = _images((2, *size, 3), 6), _images((2, *size, 3), 7)
     with torch.no_grad():
-        expected = [reference(torch.from_numpy(x.transpose(0, 3, 1, 2))) for x in (visible, infrared)]
+        expected = [reference(torch.from_numpy(x.transpose(0, 3, 1, 2)).double()) for x in (visible, infrared)]
     expected = {name: np.concatenate([nhwc(e[name]) for e in expected]) for name in ("layer3", "layer4")}
     with torch.no_grad():
         expected_embedding = l2_normalize(gem(torch.from_numpy(expected["layer4"].transpose(0, 3, 1, 2))))
