@@ -127,7 +127,7 @@ def test_training_batches_follow_the_sampler_and_are_normalised(dataset):
     assert ds.element_spec[0].shape == (2 * P * K, H, W, 3) and ds.element_spec[0].dtype == tf.float32
     assert ds.element_spec[1].shape == (2 * P * K,) and ds.element_spec[1].dtype == tf.int32
     batches = _take(ds, 100)
-    assert len(batches) == 2 * sampler.steps_per_epoch == 2 * 3  # floor(12 / 4) = 3 per epoch
+    assert len(batches) == 2 * sampler.steps_per_epoch == 2 * 4  # int(12 / 4) + 1 = 4 per epoch
     for position, (images, labels) in enumerate(batches):
         rgb, ir = sampler.batch_indices(*divmod(position, sampler.steps_per_epoch))
         rows = np.concatenate([rgb, ir])
