@@ -35,10 +35,12 @@ class TestSplit:
     """Query and gallery of one evaluation trial, in the protocol's order.
 
     Args:
-        direction: which modality queries which.
+        direction: the dataset's name of the direction, as the literature reports it.
         trial: the trial index (0-based for random galleries; the RegDB split number for RegDB).
-        query: records of the query images.
-        gallery: records of the gallery images.
+        query: records of the images that rank the gallery, each a row of the score matrix.
+        gallery: records of the images ranked. The roles are those scored, which is not always
+            what the direction's name suggests: LLCM's ``visible_to_infrared`` queries with the
+            drawn infrared images (see ``lba_tf.data.datasets.llcm.LLCM.test_splits``).
     """
 
     __test__ = False  # not a pytest class

@@ -104,19 +104,36 @@ def chance_level(split: TestSplit, protocol: str, max_rank: int = 20, draws: int
                  protocol, max_rank=max_rank) for _ in range(draws)])
 
 
+def _side(records: Sequence[ImageRecord]) -> str:
+    counts = {m: sum(r.modality == m for r in records) for m in MODALITY_INDEX}
+    return " + ".join(f"{n} {m}" for m, n in counts.items() if n) or "0"
+
+
+def describe_split(split: TestSplit) -> str:
+    """What a split scores, e.g. ``"queries: 8 infrared; gallery: 24 visible"``.
+
+    The roles are those of the score matrix (each query ranks the gallery), so the line says what
+    was computed even where a protocol's direction name suggests otherwise (LLCM
+    ``visible_to_infrared``: the drawn infrared images rank the visible set).
+    """
+    return f"queries: {_side(split.query)}; gallery: {_side(split.gallery)}"
+
+
 @dataclasses.dataclass
 class DirectionResult:
-    """The evaluation of one direction: every trial, their mean and the chance level."""
+    """The evaluation of one direction: every trial, their mean, the chance level, and what was
+    scored (``describe_split`` of the first trial)."""
 
     direction: str
     trials: list[dict]
     mean: dict
     chance: dict
+    scored: str = ""
 
     def to_json(self) -> dict:
         return {"trials": [summarize_result(t) for t in self.trials],
                 "mean": summarize_result(self.mean), "chance": summarize_result(self.chance),
-                "num_trials": len(self.trials)}
+                "num_trials": len(self.trials), "scored": self.scored}
 
 
 def evaluate_model(model, dataset: ReIDDataset, *, height: int, width: int, trials: int,
@@ -153,7 +170,8 @@ def evaluate_model(model, dataset: ReIDDataset, *, height: int, width: int, tria
                                     gallery=[r for r in s.gallery if r.path in by_path]) for s in splits]
         per_trial = [score_split(s, by_path, dataset.protocol, rerank) for s in kept]
         chance = mean_over_trials([chance_level(s, dataset.protocol) for s in kept])
-        results[direction] = DirectionResult(direction, per_trial, mean_over_trials(per_trial), chance)
+        results[direction] = DirectionResult(direction, per_trial, mean_over_trials(per_trial), chance,
+                                             describe_split(kept[0]))
     return results
 
 
@@ -163,6 +181,8 @@ def format_table(results: dict[str, DirectionResult]) -> str:
     header = f"{'direction':<22} {'trial':>6} " + " ".join(f"{c:>7}" for c in cols)
     lines = [header, "-" * len(header)]
     for direction, res in results.items():
+        if res.scored:
+            lines.append(f"{direction}: {res.scored} (each query ranks the gallery)")
         rows = [(str(i), summarize_result(t)) for i, t in enumerate(res.trials)]
         rows += [("mean", summarize_result(res.mean)), ("chance", summarize_result(res.chance))]
         for name, row in rows:

@@ -58,9 +58,9 @@ class LLCM:
     ``idx/test_id.txt`` (one line of comma-separated ids). Training records are the visible list
     then the infrared list, in file order; their labels are the listed labels renumbered in order
     to 0..num_classes-1 (unchanged when they already are), and each label must name one identity
-    in both lists. Both directions are evaluated: the queries are every test image of the query
-    modality (by pid, camera, file name) and the gallery of trial ``t`` is one image per identity
-    and camera of the other modality, drawn as for SYSU-MM01.
+    in both lists. Both directions are evaluated as the LLCM authors' test script computes them
+    (see ``test_splits``): in each, one image per identity and camera is drawn from one
+    modality for trial ``t`` as for SYSU-MM01, and every test image of the other is used.
 
     Args:
         root: the dataset folder.
@@ -100,7 +100,7 @@ class LLCM:
             "visible": identity_folders(self.root, VISIBLE_CAMERAS, "visible", test_ids),
             "infrared": identity_folders(self.root, INFRARED_CAMERAS, "infrared", test_ids),
         }
-        self._query = {modality: all_images(folders) for modality, folders in self._folders.items()}
+        self._every = {modality: all_images(folders) for modality, folders in self._folders.items()}
 
     def _training_set(self, visible_file: str, infrared_file: str) -> list[ImageRecord]:
         records, pid_of_label, label_of_pid = [], {}, {}
@@ -120,17 +120,27 @@ class LLCM:
                 for r in records]
 
     def test_splits(self, direction: Direction, trials: int) -> list[TestSplit]:
-        """The query and gallery of trials ``0 .. trials - 1`` (the query is the same in each).
+        """The query and gallery of trials ``0 .. trials - 1``, the roles as they are scored.
 
         Args:
-            direction: ``"infrared_to_visible"`` (query test_nir, gallery drawn from test_vis)
-                or ``"visible_to_infrared"`` (query test_vis, gallery drawn from test_nir).
-            trials: the number of random galleries.
+            direction: the LLCM authors' name of the direction.
+                ``"infrared_to_visible"`` (their ``test_mode = [1, 2]``): every test_nir image
+                (by pid, camera, file name) is a query ranking the gallery of one test_vis image
+                drawn per identity and camera.
+                ``"visible_to_infrared"`` (``test_mode = [2, 1]``): their script calls the test_vis
+                images the queries and the drawn test_nir images the gallery, but scores
+                ``-gallery @ query.T`` with the gallery's labels and cameras first, so each
+                drawn test_nir image ranks every test_vis image. The split says what is scored:
+                its ``query`` is the drawn test_nir images and its ``gallery`` every test_vis
+                image. The published LLCM "VIS to IR" numbers are this computation.
+            trials: the number of random draws.
         """
         check_direction(direction, self.directions, "LLCM")
         check_trials(trials)
-        query, gallery = (("infrared", "visible") if direction == "infrared_to_visible"
-                          else ("visible", "infrared"))
-        return [TestSplit(direction, t, self._query[query],
-                          draw_gallery(self._folders[gallery], t, self.gallery_shots))
+        if direction == "infrared_to_visible":
+            return [TestSplit(direction, t, self._every["infrared"],
+                              draw_gallery(self._folders["visible"], t, self.gallery_shots))
+                    for t in range(trials)]
+        return [TestSplit(direction, t, draw_gallery(self._folders["infrared"], t, self.gallery_shots),
+                          self._every["visible"])
                 for t in range(trials)]
