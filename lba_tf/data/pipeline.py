@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from lba_tf.config import AugmentConfig
 from lba_tf.data.augment import augment_image
-from lba_tf.data.preprocess import decode_image, normalize, resize_to_uint8
+from lba_tf.data.preprocess import PIXELS_VERSION, decode_image, normalize, resize_to_uint8
 from lba_tf.data.records import ImageRecord
 from lba_tf.data.sampler import IdentitySampler
 from lba_tf.log import logger
@@ -140,7 +140,7 @@ def _decode_all(paths: list[str], height: int, width: int) -> tuple[np.ndarray, 
 
 
 def _cache_path(cache_dir: str, root: str, records: Sequence[ImageRecord], height: int, width: int) -> str:
-    key = json.dumps([os.path.abspath(root), height, width, [r.path for r in records]])
+    key = json.dumps([PIXELS_VERSION, os.path.abspath(root), height, width, [r.path for r in records]])
     os.makedirs(cache_dir, exist_ok=True)
     return os.path.join(cache_dir, f"images-{height}x{width}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
 

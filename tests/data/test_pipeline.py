@@ -13,7 +13,7 @@ from PIL import Image
 
 from lba_tf.config import AugmentConfig
 from lba_tf.data.pipeline import distributed_dataset_fn, inference_dataset, load_images, training_dataset
-from lba_tf.data.preprocess import decode_image, normalize, resize_to_uint8
+from lba_tf.data.preprocess import normalize
 from lba_tf.data.records import ImageRecord
 from lba_tf.data.sampler import IdentitySampler
 from lba_tf.log import logger
@@ -57,8 +57,9 @@ def dataset(tmp_path_factory):
 
 
 def _expected_pixels(root, record):
-    data = tf.io.read_file(os.path.join(root, record.path))
-    return resize_to_uint8(decode_image(data), H, W).numpy()
+    """The authors' pipeline: PIL opens the file and resizes it with Lanczos (``ANTIALIAS``)."""
+    with Image.open(os.path.join(root, record.path)) as image:
+        return np.asarray(image.convert("RGB").resize((W, H), Image.LANCZOS))
 
 
 def _take(ds, n):
@@ -70,8 +71,8 @@ def test_load_images_decodes_resizes_and_keeps_record_order(dataset):
     assert cache.images.shape == (len(records), H, W, 3) and cache.images.dtype == np.uint8
     assert cache.records == tuple(records) and cache.num_skipped == 0
     np.testing.assert_array_equal(cache.rows, np.arange(len(records)))
-    for j in (0, 1, 2, 5, len(records) - 1):
-        np.testing.assert_array_equal(cache.images[j], _expected_pixels(root, records[j]))
+    for j, record in enumerate(records):  # PNG, JPEG and BMP visible, grey PNG infrared
+        np.testing.assert_array_equal(cache.images[j], _expected_pixels(root, record))
 
 
 def test_grayscale_images_become_three_equal_channels(dataset):

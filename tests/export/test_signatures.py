@@ -113,6 +113,27 @@ def test_embed_bytes(signatures, model, modality_name, modality, count):
     np.testing.assert_allclose(got, _reference(model, pixels, [modality] * count), atol=ATOL, rtol=0)
 
 
+def _camera_file(image: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    pil = Image.fromarray(image)
+    (pil.convert("P", palette=Image.ADAPTIVE) if fmt == "BMP" else pil).save(buffer, format=fmt, quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP"])
+def test_embed_bytes_decodes_and_resizes_as_pil(signatures, model, fmt):
+    # The authors' pipeline: PIL decodes the file and resizes it with Lanczos (ANTIALIAS). A JPEG
+    # (lossy, so the IDCT matters) and an 8-bit palette BMP reach the model as PIL's pixels.
+    encoded = [_camera_file(image, fmt) for image in _pixels(2, 4)]
+    pil = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(IMAGE_SIZE[::-1], Image.LANCZOS))
+           for data in encoded]
+    for data, expected in zip(encoded, pil):
+        np.testing.assert_array_equal(resize_to_uint8(decode_image(tf.constant(data)), *IMAGE_SIZE).numpy(),
+                                      expected)
+    got = signatures["embed_infrared_bytes"](image_bytes=tf.constant(encoded))["embedding"].numpy()
+    np.testing.assert_allclose(got, _reference(model, np.stack(pil), [1, 1]), atol=ATOL, rtol=0)
+
+
 _SERVE_IN_OTHER_MODE = """
 import json, sys
 import numpy as np, tensorflow as tf
