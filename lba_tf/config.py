@@ -94,6 +94,9 @@ class ModelConfig:
     temperature: float = _range(0.0, lo_open=True)
     dt_reduction: Literal["paper", "official"]
     pretrained: str | None
+    """The encoder's initialisation for training: a Keras weights file (ImageNet, from
+    ``python -m lba_tf.tools.import_torch``) or ``"random"``; unset stops training (see
+    :func:`check_initialisation`)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ class TrainConfig:
     seed: int = _range(0)
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"]
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]
+    tf32: bool
+    """TensorFloat-32 for float32 matmuls and convolutions on Ampere and newer GPUs (no effect
+    elsewhere); off keeps the float32 arithmetic the parity tests check."""
     jit_compile: bool
     checkpoint_every: int = _range(1)
     keep_checkpoints: int = _range(1)
@@ -169,6 +175,34 @@ class Config:
             _set_dotted(raw, key, value, f"replace({key}=...)")
             origins[key] = f"replace({key}=...)"
         return _build(Config, raw, "", _Origins(origins, default="replace()"))
+
+
+RANDOM_INIT = "random"
+"""``model.pretrained`` value that asks for random initialisation explicitly."""
+
+
+def check_initialisation(config: Config) -> None:
+    """Refuse to train a model whose initialisation was not chosen, before any work starts.
+
+    The published numbers start from torchvision's ImageNet ResNet; a dataset config that
+    silently trained from random weights would report far lower accuracy. ``model.pretrained``
+    must name an existing weights file or be ``"random"``.
+
+    Raises:
+        ConfigError: one line saying how to make the ImageNet weights, or naming the missing file.
+    """
+    pretrained = config.model.pretrained
+    make = (f"python -m lba_tf.tools.import_torch resnet{config.model.depth}.pth "
+            f"weights/resnet{config.model.depth}_imagenet.weights.h5 --config <this config>")
+    if pretrained is None:
+        raise ConfigError(
+            f"model.pretrained is not set: the published numbers start from torchvision's ImageNet "
+            f"ResNet-{config.model.depth}; convert its file with `{make}` and pass "
+            f"--set model.pretrained=weights/resnet{config.model.depth}_imagenet.weights.h5, "
+            f"or --set model.pretrained={RANDOM_INIT} to train from random weights")
+    if pretrained != RANDOM_INIT and not pathlib.Path(pretrained).is_file():
+        raise ConfigError(f"model.pretrained: {pretrained}: file not found (make it with `{make}`, "
+                          f"or pass --set model.pretrained={RANDOM_INIT})")
 
 
 def _plain(obj: Any) -> Any:

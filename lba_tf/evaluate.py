@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     from lba_tf.evaluation.runner import evaluate_model, format_table, results_json
     from lba_tf.log import logger
     from lba_tf.models.lba import build_model
+    from lba_tf.runtime import set_tf32
+
+    set_tf32(config.train.tf32)
 
     dataset = build_dataset(config.data, cache_dir=args.cache_dir)
     if weights.suffix == ".keras":

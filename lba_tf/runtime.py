@@ -134,3 +134,15 @@ def onednn_enabled() -> bool:
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TensorFloat-32 for float32 matmuls and convolutions, process-wide.
+
+    TensorFlow allows it by default on Ampere and newer GPUs, where float32 inputs are then
+    rounded to 10 bits of mantissa inside those ops; ``train.tf32`` chooses. No effect on CPUs
+    or older GPUs.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(enabled)

@@ -15,7 +15,7 @@ import sys
 import yaml
 
 from lba_tf.cli import add_config_arguments, config_from_args
-from lba_tf.config import Config, save_config
+from lba_tf.config import Config, ConfigError, check_initialisation, save_config
 from lba_tf.log import logger
 
 
@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the synthetic dataset is generated (default: .cache)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
+    try:
+        check_initialisation(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     run_dir = resolve_run_dir(config, args.run_dir, fresh=args.fresh)
     logger.info("run directory: %s", run_dir)
 

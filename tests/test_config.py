@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from lba_tf.config import CONFIG_DIR, ConfigError, load_config, save_config
+from lba_tf.config import CONFIG_DIR, ConfigError, check_initialisation, load_config, save_config
 
 ALL_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -215,3 +215,27 @@ def test_scientific_notation_without_dot_or_sign_is_a_number(child):
     assert load_config(child, ["train.weight_decay=5E4"]).train.weight_decay == 5e4
     with pytest.raises(ConfigError, match=r"train.lr: expected a number, got '1e-3x'"):
         load_config(child, ["train.lr=1e-3x"])
+
+
+@pytest.mark.parametrize("name", ["sysu.yaml", "regdb.yaml", "llcm.yaml", "base.yaml"])
+def test_recipe_configs_need_an_initialisation_chosen(name, tmp_path):
+    with pytest.raises(ConfigError, match="model.pretrained is not set: the published numbers start from "
+                                          "torchvision's ImageNet ResNet-50"):
+        check_initialisation(load_config(CONFIG_DIR / name))
+    check_initialisation(load_config(CONFIG_DIR / name, ["model.pretrained=random"]))
+    weights = tmp_path / "imagenet.weights.h5"
+    weights.write_bytes(b"")
+    check_initialisation(load_config(CONFIG_DIR / name, [f"model.pretrained={weights}"]))
+
+
+def test_the_demo_trains_from_random_weights_by_choice():
+    config = load_config(None)
+    assert config.model.pretrained == "random"
+    check_initialisation(config)
+
+
+def test_tf32_is_off_unless_asked_for():
+    assert load_config(None).train.tf32 is False
+    assert load_config(CONFIG_DIR / "sysu.yaml", ["train.tf32=true"]).train.tf32 is True
+    with pytest.raises(ConfigError, match="train.tf32"):
+        load_config(None, ["train.tf32=maybe"])

@@ -96,3 +96,18 @@ def test_entry_points_refuse_a_bad_setting_before_any_work():
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "LBA_TF_MALLOC must be one of auto, tuned, system, got 'fast'" in result.stderr
+
+
+def test_set_tf32_switches_tensorflows_process_wide_setting():
+    import tensorflow as tf
+
+    from lba_tf.runtime import set_tf32
+
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    try:
+        set_tf32(False)
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+        set_tf32(True)
+        assert tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)

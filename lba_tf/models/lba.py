@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import keras
 import tensorflow as tf
 
+from lba_tf.config import RANDOM_INIT
 from lba_tf.losses.identity import identity_loss
 from lba_tf.losses.triplet import batch_hard_triplet_loss
 from lba_tf.models.alignment import CrossModalAlignment
@@ -190,7 +191,7 @@ def build_model(config, num_classes: int) -> LbAModel:
     """The LbA model a :class:`lba_tf.config.Config` describes, with every weight created.
 
     ``model.pretrained`` (Keras weights written by ``python -m lba_tf.tools.import_torch``)
-    is loaded when set.
+    is loaded when it names a file; unset or ``"random"``, the weights are random.
     """
     m, loss, data = config.model, config.loss, config.data
     model = LbAModel(
@@ -202,6 +203,6 @@ def build_model(config, num_classes: int) -> LbAModel:
         id_consistency_weight=loss.id_consistency_weight,
         jit_compile_alignment=config.train.jit_compile, seed=config.train.seed, name="lba")
     model.build_for(data.image_height, data.image_width)
-    if m.pretrained:
+    if m.pretrained not in (None, RANDOM_INIT):
         model.encoder.load_weights(m.pretrained)  # ImageNet initialisation from import_torch
     return model

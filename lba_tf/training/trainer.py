@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lba_tf.config import Config, TrainConfig
+from lba_tf.config import Config, TrainConfig, check_initialisation
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.data.pipeline import distributed_dataset_fn, load_images, training_dataset
 from lba_tf.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -20,6 +20,7 @@ from lba_tf.evaluation.runner import evaluate_model, format_table, results_json,
 from lba_tf.log import logger
 from lba_tf.models.alignment import sample_alignment_pairs
 from lba_tf.models.lba import LOSS_NAMES, LbAModel, build_model
+from lba_tf.runtime import set_tf32
 from lba_tf.training.optimizer import TorchSGD
 from lba_tf.training.schedule import WarmupStepSchedule, epoch_learning_rate
 from lba_tf.training.strategy import is_chief, make_strategy
@@ -100,9 +101,11 @@ class Trainer:
         self.run_dir = pathlib.Path(run_dir)
         self.cache_dir = cache_dir
         train, data = config.train, config.data
+        check_initialisation(config)
         # first: collective ops of a multi-worker strategy must be set up before any other op
         self.strategy = make_strategy(train.strategy)
         self.chief = is_chief(self.strategy)
+        set_tf32(train.tf32)
         if train.precision != "float32":
             keras.mixed_precision.set_dtype_policy(train.precision)
         keras.utils.set_random_seed(train.seed)

@@ -44,3 +44,25 @@ def test_bad_override_fails_before_any_work(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "unknown key 'train.lrr'; did you mean 'train.lr'?" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
+def test_dataset_config_without_imagenet_weights_stops_before_any_work(tmp_path, capsys, name):
+    code = main(["--config", f"configs/{name}.yaml", "--run-dir", str(tmp_path / "never"),
+                 "--set", f"data.root={tmp_path / 'absent'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: model.pretrained is not set")
+    assert "python -m lba_tf.tools.import_torch resnet50.pth weights/resnet50_imagenet.weights.h5" in err
+    assert "--set model.pretrained=random" in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_missing_pretrained_file_stops_before_any_work(tmp_path, capsys):
+    code = main(["--run-dir", str(tmp_path / "never"), "--set", f"model.pretrained={tmp_path / 'w.weights.h5'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (
+        f"error: model.pretrained: {tmp_path / 'w.weights.h5'}: file not found (make it with "
+        "`python -m lba_tf.tools.import_torch resnet18.pth weights/resnet18_imagenet.weights.h5 --config "
+        "<this config>`, or pass --set model.pretrained=random)")
+    assert not (tmp_path / "never").exists()

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from lba_tf.config import load_config
 from tests.tiny import TINY_OVERRIDES, set_args
@@ -49,7 +50,9 @@ def finished_run(tmp_path_factory, cache_dir):
     from lba_tf.training.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("run")
+    tf.config.experimental.enable_tensor_float_32_execution(True)  # TensorFlow's default
     trainer = Trainer(_config(), run_dir, cache_dir=cache_dir)
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()  # train.tf32: false
     payload = trainer.fit()
     return run_dir, payload
 
