@@ -1,6 +1,7 @@
 """``python -m lba_tf.export``: trained weights -> ``<output>/<name>/<version>/``, a SavedModel for TF Serving.
 
-``--weights`` takes a run directory (its best weights and config), a Keras ``.weights.h5`` or
+``--weights`` takes a run directory (its last epoch's weights and its config; ``--best`` for the
+best-on-test ones), a Keras ``.weights.h5`` or
 ``.keras`` file, or an LbA PyTorch checkpoint (recognised by content and converted through
 ``lba_tf.tools.import_torch``; without ``--config``, the checkpoint's model in the paper's
 recipe, at 288 x 144). The export is checked before the command returns: the SavedModel
@@ -28,13 +29,14 @@ def is_torch_checkpoint(path: pathlib.Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from lba_tf.cli import add_config_arguments, config_from_args
-    from lba_tf.evaluate import classes_in_weights, resolve_weights
+    from lba_tf.evaluate import add_best_argument, classes_in_weights, resolve_weights
 
     parser = argparse.ArgumentParser(prog="python -m lba_tf.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--weights", required=True, metavar="PATH",
                         help="a run directory, a .weights.h5 or .keras file, or an LbA PyTorch checkpoint")
+    add_best_argument(parser)
     parser.add_argument("--output", default=None, metavar="DIR", help="export root (default: export.base_path)")
     parser.add_argument("--name", default=None, help="model name (default: export.name)")
     parser.add_argument("--version", type=int, default=None, metavar="N",
@@ -47,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     if torch_source:
         from lba_tf.tools.import_torch import WeightImportError, read_checkpoint
 
+        if args.best:
+            parser.error("--best picks a run directory's best weights; a checkpoint is exported as it is")
+        choice = "the checkpoint given"
         try:  # the model and the image size are the checkpoint's, unless --config says otherwise
             state, config = read_checkpoint(path, args)
         except WeightImportError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:
-        path, args.config, num_classes = resolve_weights(args.weights, args.config)
+        path, args.config, num_classes, choice = resolve_weights(args.weights, args.config, args.best)
         config = config_from_args(args)
 
     import keras
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from lba_tf.models.lba import build_model
     from lba_tf.tools.import_torch import convert
 
+    logger.info("weights: %s (%s)", path, choice)
     config = config.replace(**{"model.pretrained": None})
     with tempfile.TemporaryDirectory() as tmp:
         if torch_source:

@@ -86,9 +86,11 @@ class Trainer:
 
     The run directory ends up holding ``config.yaml`` (written by the caller), ``checkpoints/``
     (model, optimizer and step; the sampler and augmentation are pure functions of the step, so
-    nothing else is needed to resume exactly), ``tensorboard/``, ``weights/last.weights.h5``,
-    ``weights/best.weights.h5``, ``run.json`` (what export and evaluation need to rebuild the
-    model) and ``results.json``.
+    nothing else is needed to resume exactly), ``tensorboard/``, ``weights/last.weights.h5``
+    (the last epoch: what evaluation and export use, and what the authors report),
+    ``weights/best.weights.h5`` (the epoch whose evaluation scored highest; chosen on the test set,
+    so optimistic), ``run.json`` (what export and evaluation need to rebuild the model) and
+    ``results.json`` (the last epoch's evaluation).
 
     Args:
         config: the run's settings.
@@ -264,7 +266,8 @@ class Trainer:
                         best = score
                         self._save_weights("best")
                         if self.chief:
-                            best_path.write_text(json.dumps({"score": best, "step": global_step}))
+                            best_path.write_text(json.dumps({"score": best, "step": global_step,
+                                                             "chosen_on": "the test set"}))
         if last_saved != global_step:
             self._save()
         self._save_weights("last")
@@ -275,7 +278,8 @@ class Trainer:
             self.last_results = self.evaluate()
         results = self.last_results
         payload = {"config": self.config.name, "step": global_step, "epoch": global_step / spe,
-                   "train_seconds": elapsed, "results": results_json(results)}
+                   "train_seconds": elapsed, "weights": "last epoch (weights/last.weights.h5)",
+                   "results": results_json(results)}
         if self.chief:
             (self.run_dir / "results.json").write_text(json.dumps(payload, indent=2))
         self.writer.flush()

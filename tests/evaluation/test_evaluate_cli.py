@@ -40,16 +40,46 @@ def test_weights_file_gives_the_in_process_table_and_writes_json(trained, capsys
     assert len(got["trials"]) == 2
 
 
-def test_run_directory_uses_its_config_and_best_weights(trained, tmp_path):
-    _, cache, config, weights, expected = trained
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "best.weights.h5").write_bytes(weights.read_bytes())
-    save_config(config, tmp_path / "config.yaml")
-    assert main(["--weights", str(tmp_path), "--cache-dir", cache, "--trials", "1"]) == 0
-    saved = json.loads((tmp_path / "evaluation.json").read_text())
+def _run_directory(trained, run):
+    """A run directory whose last weights are the fixture's and whose best weights are another
+    model's (seed 99), so that which file was read shows in the numbers."""
+    _, _, config, weights, _ = trained
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "last.weights.h5").write_bytes(weights.read_bytes())
+    other = build_model(config.replace(**{"train.seed": 99}), 8)
+    other.save_weights(run / "weights" / "best.weights.h5")
+    save_config(config, run / "config.yaml")
+    return run
+
+
+def test_run_directory_uses_its_config_and_last_epoch_weights(trained, tmp_path):
+    _, cache, _, _, expected = trained
+    run = _run_directory(trained, tmp_path / "run")
+    assert main(["--weights", str(run), "--cache-dir", cache, "--trials", "1"]) == 0
+    saved = json.loads((run / "evaluation.json").read_text())
+    assert saved["weights_choice"] == "last epoch"
+    assert saved["weights"] == str(run / "weights" / "last.weights.h5")
     trial0 = saved["results"]["infrared_to_visible"]["trials"][0]
     np.testing.assert_allclose(trial0["mAP"], expected["infrared_to_visible"]["trials"][0]["mAP"], rtol=1e-6)
     assert saved["results"]["infrared_to_visible"]["num_trials"] == 1
+
+
+def test_best_on_test_weights_are_opt_in_and_labelled(trained, tmp_path, capsys):
+    _, cache, _, _, expected = trained
+    run = _run_directory(trained, tmp_path / "run")
+    assert main(["--weights", str(run), "--best", "--cache-dir", cache, "--trials", "1"]) == 0
+    assert "(best on the test set" in capsys.readouterr().out
+    saved = json.loads((run / "evaluation-best-on-test.json").read_text())
+    assert saved["weights_choice"].startswith("best on the test set") and "optimistic" in saved["weights_choice"]
+    trial0 = saved["results"]["infrared_to_visible"]["trials"][0]
+    assert trial0["mAP"] != pytest.approx(expected["infrared_to_visible"]["trials"][0]["mAP"], rel=1e-6)
+    assert not (run / "evaluation.json").exists()
+
+
+def test_best_needs_a_run_directory(trained):
+    _, _, _, weights, _ = trained
+    with pytest.raises(SystemExit, match="--best picks a run directory's best weights"):
+        main(["--weights", str(weights), "--best"])
 
 
 def test_missing_weights_is_a_clear_error(tmp_path):

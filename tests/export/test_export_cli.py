@@ -43,14 +43,17 @@ def test_weights_file_exports_a_verified_version(weights, tmp_path, capsys):
     assert (tmp_path / "tiny" / "2" / "saved_model.pb").exists()
 
 
-def test_run_directory_uses_its_config(weights, tmp_path):
+def test_run_directory_exports_its_last_epoch_with_its_config(weights, tmp_path):
     _, path = weights
     run = tmp_path / "run"
     (run / "weights").mkdir(parents=True)
-    (run / "weights" / "best.weights.h5").write_bytes(path.read_bytes())
+    (run / "weights" / "last.weights.h5").write_bytes(path.read_bytes())
     save_config(load_config(None, TINY_OVERRIDES), run / "config.yaml")
     assert main(["--weights", str(run), "--output", str(tmp_path / "out"), "--version", "7"]) == 0
     assert (tmp_path / "out" / "lba" / "7" / "saved_model.pb").exists()
+    # the last epoch's weights by default; the best-on-test ones only when asked for
+    with pytest.raises(SystemExit, match="has no weights/best.weights.h5"):
+        main(["--weights", str(run), "--best", "--output", str(tmp_path / "out")])
 
 
 def test_authors_checkpoint_is_recognised_and_converted(tmp_path):
