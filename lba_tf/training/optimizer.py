@@ -1,4 +1,5 @@
-"""SGD with torch.optim.SGD's semantics: coupled L2 weight decay and per-group learning rates."""
+"""The recipe's optimizer: SGD with torch.optim.SGD's semantics (coupled L2 weight decay, per-group
+learning rates) and ``build_optimizer``, which makes it from a config."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from typing import Mapping
 
 import keras
 from keras import ops
+
+from lba_tf.config import TrainConfig
+from lba_tf.training.schedule import WarmupStepSchedule
 
 
 @keras.saving.register_keras_serializable(package="lba_tf")
@@ -86,3 +90,19 @@ class TorchSGD(keras.optimizers.Optimizer):
         config.update({"momentum": self.momentum, "nesterov": self.nesterov,
                        "weight_decay": self.l2, "lr_scales": self.lr_scales})
         return config
+
+
+HEAD_LAYERS = r"(^|/)(bnneck|classifier)/"
+"""Variables that train at the base rate; everything else at ``train.backbone_lr_scale`` x."""
+
+
+def build_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """SGD of the recipe: torch semantics, warm-up/step schedule, 0.1x rate for the backbone."""
+    schedule = WarmupStepSchedule(train.lr, steps_per_epoch, train.warmup_epochs,
+                                  train.milestones, train.lr_decay)
+    optimizer = TorchSGD(schedule, momentum=train.momentum, nesterov=train.nesterov,
+                         weight_decay=train.weight_decay,
+                         lr_scales={HEAD_LAYERS: 1.0, ".": train.backbone_lr_scale})
+    if train.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

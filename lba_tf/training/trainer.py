@@ -8,27 +8,20 @@ import pathlib
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from lba_tf.config import Config, TrainConfig, check_initialisation
+from lba_tf.config import Config, check_initialisation
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.data.pipeline import distributed_dataset_fn, load_images, training_dataset
-from lba_tf.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from lba_tf.data.sampler import IdentitySampler
 from lba_tf.evaluation.runner import evaluate_model, format_table, results_json, summarize_result
 from lba_tf.log import logger
-from lba_tf.models.alignment import sample_alignment_pairs
-from lba_tf.models.lba import LOSS_NAMES, LbAModel, build_model
+from lba_tf.models.lba import LOSS_NAMES, build_model
 from lba_tf.runtime import set_tf32
-from lba_tf.training.optimizer import TorchSGD
-from lba_tf.training.schedule import WarmupStepSchedule, epoch_learning_rate
+from lba_tf.training.optimizer import build_optimizer
+from lba_tf.training.schedule import epoch_learning_rate
 from lba_tf.training.strategy import is_chief, make_strategy
-from lba_tf.training.visualize import draw_correspondences
-
-HEAD_LAYERS = r"(^|/)(bnneck|classifier)/"
-"""Variables that train at the base rate; everything else at ``train.backbone_lr_scale`` x."""
-
+from lba_tf.training.visualize import correspondence_figure
 
 def _by_path(variables) -> dict:
     """Variables keyed by their Keras path, for tf.train.Checkpoint.
@@ -45,40 +38,6 @@ def _by_path(variables) -> dict:
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
-def build_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """SGD of the recipe: torch semantics, warm-up/step schedule, 0.1x rate for the backbone."""
-    schedule = WarmupStepSchedule(train.lr, steps_per_epoch, train.warmup_epochs,
-                                  train.milestones, train.lr_decay)
-    optimizer = TorchSGD(schedule, momentum=train.momentum, nesterov=train.nesterov,
-                         weight_decay=train.weight_decay,
-                         lr_scales={HEAD_LAYERS: 1.0, ".": train.backbone_lr_scale})
-    if train.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _denormalize(images: np.ndarray) -> np.ndarray:
-    pixels = (images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255.0
-    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-
-
-def correspondence_figure(model: LbAModel, images: tf.Tensor) -> np.ndarray | None:
-    """RGB image 0 of a batch, its positive IR partner, their strongest layer4 matches and the
-    partner warped onto it (``[1, H, 3W, 3]`` uint8), or None for the baseline."""
-    if model.alignment is None:
-        return None
-    half = int(images.shape[0]) // 2
-    feats = model.encoder.forward_pair(images[:half], images[half:], training=False)
-    # fixed pairs: drawing from the layer's generator would shift the training pairs after it
-    pairs = sample_alignment_pairs(model.num_identities, model.num_instances, tf.constant([0, 0]))
-    out = model.alignment(feats["layer4"], pairs=pairs, training=False)
-    pos = int(out["pairs"][0][0])
-    grid = tuple(int(d) for d in feats["layer4"].shape[1:3])
-    pixels = _denormalize(images.numpy())
-    panel = draw_correspondences(pixels[0], pixels[pos], out["matching"][0].numpy(), grid)
-    return panel[None]
 
 
 class Trainer:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageDraw
+
+from lba_tf.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from lba_tf.models.alignment import sample_alignment_pairs
+from lba_tf.models.lba import LbAModel
 
 
 def _grid_centres(grid_h: int, grid_w: int, height: int, width: int) -> np.ndarray:
@@ -66,3 +71,25 @@ def draw_correspondences(query: np.ndarray, target: np.ndarray, matching: np.nda
         draw.line([(x0, y0), (x1 + width, y1)], fill=colour, width=1)
         draw.ellipse([x0 - 1.5, y0 - 1.5, x0 + 1.5, y0 + 1.5], outline=colour)
     return np.asarray(canvas)
+
+
+def _denormalize(images: np.ndarray) -> np.ndarray:
+    pixels = (images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255.0
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def correspondence_figure(model: LbAModel, images: tf.Tensor) -> np.ndarray | None:
+    """RGB image 0 of a batch, its positive IR partner, their strongest layer4 matches and the
+    partner warped onto it (``[1, H, 3W, 3]`` uint8), or None for the baseline."""
+    if model.alignment is None:
+        return None
+    half = int(images.shape[0]) // 2
+    feats = model.encoder.forward_pair(images[:half], images[half:], training=False)
+    # fixed pairs: drawing from the layer's generator would shift the training pairs after it
+    pairs = sample_alignment_pairs(model.num_identities, model.num_instances, tf.constant([0, 0]))
+    out = model.alignment(feats["layer4"], pairs=pairs, training=False)
+    pos = int(out["pairs"][0][0])
+    grid = tuple(int(d) for d in feats["layer4"].shape[1:3])
+    pixels = _denormalize(images.numpy())
+    panel = draw_correspondences(pixels[0], pixels[pos], out["matching"][0].numpy(), grid)
+    return panel[None]
