@@ -1,9 +1,10 @@
-"""Configuration: typed, immutable run settings loaded from YAML with inheritance and overrides.
+"""Loading configs: YAML with ``base:`` inheritance, ``--set`` overrides, types and ranges checked.
 
-A config file is a YAML mapping with the sections below. It may name a parent with a top-level
-``base: other.yaml`` (relative to the file); the parent is loaded first and the child's keys are
-merged over it, so the paper's recipe is written once in ``configs/base.yaml``. Command-line
-overrides (``--set train.lr=0.05``) are applied last, each value parsed as YAML.
+A config file is a YAML mapping with the sections of :class:`~lba_tf.config.schema.Config`. It
+may name a parent with a top-level ``base: other.yaml`` (relative to the file); the parent is
+loaded first and the child's keys are merged over it, so the paper's recipe is written once in
+``configs/base.yaml``. Command-line overrides (``--set train.lr=0.05``) are applied last, each
+value parsed as YAML.
 
 Every error is a :class:`ConfigError` naming where the value came from (a file or a ``--set``),
 the dotted key and what was expected, and it is raised before any work starts.
@@ -23,194 +24,19 @@ import pathlib
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+from lba_tf.config.schema import Config
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+"""The repository's ``configs/`` folder."""
 DEFAULT_CONFIG = CONFIG_DIR / "synthetic.yaml"
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the source and the key."""
-
-
-def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
-    """Field metadata: the value must lie in [lo, hi] (or (lo, hi] with ``lo_open``)."""
-    return field(metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """The built-in synthetic dataset (``lba_tf.data.synthetic``)."""
-
-    num_train_ids: int = _range(2)
-    num_test_ids: int = _range(2)
-    images_per_camera: int = _range(1)
-    image_height: int = _range(16)
-    image_width: int = _range(8)
-    seed: int = _range(0)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation; the paper uses only the horizontal flip."""
-
-    flip_prob: float = _range(0.0, 1.0)
-    pad_crop: int = _range(0)
-    random_erasing: float = _range(0.0, 1.0)
-    channel_augmentation: float = _range(0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Dataset, batch composition (P identities x K images per modality) and test protocol."""
-
-    dataset: Literal["synthetic", "sysu", "regdb", "llcm"]
-    root: str | None
-    image_height: int = _range(16)
-    image_width: int = _range(8)
-    num_identities: int = _range(2)
-    num_instances: int = _range(1)
-    search_mode: Literal["all", "indoor"]
-    gallery_shots: Literal["single", "multi"]
-    trial: int = _range(1, 10)
-    eval_trials: int = _range(1, 10)
-    skip_corrupt: bool
-    augment: AugmentConfig
-    synthetic: SyntheticConfig
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The two-stream ResNet encoder, the alignment module and the heads."""
-
-    depth: Literal[18, 34, 50]
-    width: int = _range(1)
-    last_stride: Literal[1, 2]
-    method: Literal["baseline", "full"]
-    gem_p: float = _range(0.0, lo_open=True)
-    temperature: float = _range(0.0, lo_open=True)
-    dt_reduction: Literal["paper", "official"]
-    pretrained: str | None
-    """The encoder's initialisation for training: a Keras weights file (ImageNet, from
-    ``python -m lba_tf.tools.import_torch``) or ``"random"``; unset stops training (see
-    :func:`check_initialisation`)."""
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss margins and weights (total = ID + triplet + ic * (IC3 + IC4) + dt * (DT3 + DT4))."""
-
-    triplet_margin: float = _range(0.0)
-    dense_triplet_margin: float = _range(0.0)
-    dense_triplet_weight: float = _range(0.0)
-    id_consistency_weight: float = _range(0.0)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimizer, learning-rate schedule, distribution, checkpoints."""
-
-    epochs: int = _range(1)
-    lr: float = _range(0.0, lo_open=True)
-    backbone_lr_scale: float = _range(0.0)
-    momentum: float = _range(0.0, 1.0)
-    nesterov: bool
-    weight_decay: float = _range(0.0)
-    warmup_epochs: int = _range(0)
-    milestones: tuple[int, ...] = _range(0)
-    lr_decay: float = _range(0.0, 1.0, lo_open=True)
-    steps_per_epoch: int | None = _range(1)
-    seed: int = _range(0)
-    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"]
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]
-    tf32: bool
-    """TensorFloat-32 for float32 matmuls and convolutions on Ampere and newer GPUs (no effect
-    elsewhere); off keeps the float32 arithmetic the parity tests check."""
-    jit_compile: bool
-    checkpoint_every: int = _range(1)
-    keep_checkpoints: int = _range(1)
-    eval_every: int = _range(1)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Feature extraction and ranking at test time."""
-
-    batch_size: int = _range(1)
-    rerank: bool
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Where ``make export`` writes the SavedModel for TensorFlow Serving."""
-
-    base_path: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Config:
-    """A whole run: every section, plus ``name`` (the config file's stem, used in run paths)."""
-
-    name: str
-    data: DataConfig
-    model: ModelConfig
-    loss: LossConfig
-    train: TrainConfig
-    eval: EvalConfig
-    export: ExportConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples as lists), ready for YAML or JSON."""
-        return _plain(dataclasses.asdict(self))
-
-    def replace(self, **dotted: Any) -> "Config":
-        """A copy with dotted keys replaced and validated: ``cfg.replace(**{"train.lr": 0.05})``."""
-        raw = self.to_dict()
-        origins = {}
-        for key, value in dotted.items():
-            _set_dotted(raw, key, value, f"replace({key}=...)")
-            origins[key] = f"replace({key}=...)"
-        return _build(Config, raw, "", _Origins(origins, default="replace()"))
-
-
-RANDOM_INIT = "random"
-"""``model.pretrained`` value that asks for random initialisation explicitly."""
-
-
-def check_initialisation(config: Config) -> None:
-    """Refuse to train a model whose initialisation was not chosen, before any work starts.
-
-    The published numbers start from torchvision's ImageNet ResNet; a dataset config that
-    silently trained from random weights would report far lower accuracy. ``model.pretrained``
-    must name an existing weights file or be ``"random"``.
-
-    Raises:
-        ConfigError: one line saying how to make the ImageNet weights, or naming the missing file.
-    """
-    pretrained = config.model.pretrained
-    make = (f"python -m lba_tf.tools.import_torch resnet{config.model.depth}.pth "
-            f"weights/resnet{config.model.depth}_imagenet.weights.h5 --config <this config>")
-    if pretrained is None:
-        raise ConfigError(
-            f"model.pretrained is not set: the published numbers start from torchvision's ImageNet "
-            f"ResNet-{config.model.depth}; convert its file with `{make}` and pass "
-            f"--set model.pretrained=weights/resnet{config.model.depth}_imagenet.weights.h5, "
-            f"or --set model.pretrained={RANDOM_INIT} to train from random weights")
-    if pretrained != RANDOM_INIT and not pathlib.Path(pretrained).is_file():
-        raise ConfigError(f"model.pretrained: {pretrained}: file not found (make it with `{make}`, "
-                          f"or pass --set model.pretrained={RANDOM_INIT})")
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 class _Origins:
@@ -329,6 +155,25 @@ def save_config(config: Config, path: str | pathlib.Path) -> None:
     pathlib.Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
+def replace_config(config: Config, dotted: typing.Mapping[str, Any]) -> Config:
+    """A copy of ``config`` with dotted keys replaced, validated as a loaded config is.
+
+    Args:
+        config: the config to copy.
+        dotted: new values by dotted key, e.g. ``{"train.lr": 0.05}``.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or an out-of-range value, naming
+            ``replace(<key>=...)`` as the source.
+    """
+    raw = config.to_dict()
+    origins = {}
+    for key, value in dotted.items():
+        _set_dotted(raw, key, value, f"replace({key}=...)")
+        origins[key] = f"replace({key}=...)"
+    return _build(Config, raw, "", _Origins(origins, default="replace()"))
+
+
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -397,6 +242,7 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 
 def _check_range(fld: dataclasses.Field, value: Any, where: str, source: str) -> None:
+    """Raise if ``value`` (or an item of a tuple) is outside the field's ``_range`` metadata."""
     lo, hi, lo_open = (fld.metadata.get(k) for k in ("lo", "hi", "lo_open"))
     if value is None or (lo is None and hi is None):
         return
