@@ -43,11 +43,10 @@ demo: install
 	$(PY) -m lba_tf.train
 	$(MAKE) --no-print-directory export
 
-RUN ?= $(shell ls -dt runs/synthetic/*/results.json 2>/dev/null | head -n 1 | xargs -r dirname)
-
+# RUN=<run dir> exports that run; by default the newest finished demo run (lba_tf.run_dir knows the layout)
 export: install
-	@test -n "$(RUN)" || { echo "no finished run under runs/synthetic: run 'make demo' or pass RUN=<run dir>"; exit 2; }
-	$(PY) -m lba_tf.export --weights $(RUN)
+	@run="$(RUN)"; test -n "$$run" || run=$$($(PY) -m lba_tf.run_dir newest synthetic) || exit 2; \
+	$(PY) -m lba_tf.export --weights "$$run"
 
 bench: install
 	$(PY) benchmarks/run_all.py

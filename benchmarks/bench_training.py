@@ -1,8 +1,8 @@
 """Training throughput, counted FLOPs and efficiency against the measured matmul rate.
 
 Each case builds the model and optimizer of the recipe (``configs/base.yaml`` with the case's
-depth, width, image size, P, K and method), wraps the trainer's own ``Trainer._train_step`` in a
-``tf.function`` (XLA on or off for the whole step) and times it on a fixed random batch of 2PK
+depth, width, image size, P, K and method), wraps the training step the trainer runs
+(``lba_tf.training.step.train_step``) in a ``tf.function`` (XLA on or off for the whole step) and times it on a fixed random batch of 2PK
 images, after warm-up. The FLOPs of one step are counted from the static shapes of the conv and
 matmul ops in the step's graph (forward, both gradients of every conv, and the functions it
 calls), so ``GFLOP/image x images/s`` is the achieved rate; over the rate of a large float32
@@ -25,7 +25,6 @@ import re
 import sys
 import tempfile
 import time
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,8 +141,8 @@ def synthetic_batch(case: Case, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
 def build_training_step(case: Case):
     """The recipe's model, optimizer and the trainer's step as a ``tf.function``.
 
-    The step is ``Trainer._train_step`` itself, bound to a stand-in holding only what it reads
-    (model, optimizer, strategy), so the benchmark times the code the trainer runs.
+    The step is ``lba_tf.training.step.train_step`` itself, so the benchmark times the code the
+    trainer runs.
 
     Returns:
         ``(step, model)``; ``step((images, labels))`` returns the trainer's logs.
@@ -151,7 +150,8 @@ def build_training_step(case: Case):
     import keras
 
     from lba_tf.models.lba import build_model
-    from lba_tf.training.trainer import Trainer, build_optimizer
+    from lba_tf.training.optimizer import build_optimizer
+    from lba_tf.training.step import train_step
 
     config = recipe_config(case)
     keras.mixed_precision.set_dtype_policy(case.precision)
@@ -161,9 +161,7 @@ def build_training_step(case: Case):
         optimizer.build(model.trainable_variables)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
-    trainer = types.SimpleNamespace(model=model, optimizer=optimizer,
-                                    strategy=tf.distribute.get_strategy())
-    step = tf.function(functools.partial(Trainer._train_step, trainer), jit_compile=case.xla)
+    step = tf.function(functools.partial(train_step, model, optimizer), jit_compile=case.xla)
     return step, model
 
 

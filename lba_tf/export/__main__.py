@@ -28,15 +28,12 @@ def is_torch_checkpoint(path: pathlib.Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lba_tf.cli import add_config_arguments, config_from_args
-    from lba_tf.evaluate import add_best_argument, classes_in_weights, resolve_weights
+    from lba_tf.cli import WeightsError, add_config_arguments, add_weights_arguments, config_from_args, resolve_weights
 
     parser = argparse.ArgumentParser(prog="python -m lba_tf.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    parser.add_argument("--weights", required=True, metavar="PATH",
-                        help="a run directory, a .weights.h5 or .keras file, or an LbA PyTorch checkpoint")
-    add_best_argument(parser)
+    add_weights_arguments(parser, "a run directory, a .weights.h5 or .keras file, or an LbA PyTorch checkpoint")
     parser.add_argument("--output", default=None, metavar="DIR", help="export root (default: export.base_path)")
     parser.add_argument("--name", default=None, help="model name (default: export.name)")
     parser.add_argument("--version", type=int, default=None, metavar="N",
@@ -58,15 +55,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:
-        path, args.config, num_classes, choice = resolve_weights(args.weights, args.config, args.best)
+        try:
+            source = resolve_weights(args.weights, args.config, args.best)
+        except WeightsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        path, args.config, num_classes, choice = source.path, source.config_path, source.num_classes, source.choice
         config = config_from_args(args)
 
     import keras
 
-    from lba_tf.export.saved_model import export_saved_model, verify_export
+    from lba_tf.export.saved_model import ExportVerificationError, export_saved_model, verify_export
     from lba_tf.log import logger
     from lba_tf.models.lba import build_model
-    from lba_tf.tools.import_torch import convert
+    from lba_tf.tools.import_torch import convert, num_classes_in_checkpoint
 
     logger.info("weights: %s (%s)", path, choice)
     config = config.replace(**{"model.pretrained": None})
@@ -74,16 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         if torch_source:
             converted = pathlib.Path(tmp) / "converted.weights.h5"
             convert(state, converted, config)
-            path, num_classes = converted, None
+            path, num_classes = converted, num_classes_in_checkpoint(state)
         if path.suffix == ".keras":
             model = keras.saving.load_model(path)
         else:
-            model = build_model(config, num_classes or classes_in_weights(path))
+            model = build_model(config, num_classes)
             model.load_weights(path)
     size = (config.data.image_height, config.data.image_width)
     out = export_saved_model(model, args.output or config.export.base_path, args.name or config.export.name,
                              version=args.version, image_size=size)
-    diffs = verify_export(out, model, image_size=size)
+    try:
+        diffs = verify_export(out, model, image_size=size)
+    except ExportVerificationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     logger.info("verified %d signatures, largest difference %.2g", len(diffs), max(diffs.values()))
     print(out)
     return 0

@@ -41,7 +41,7 @@ FORBIDDEN_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 """Ops that call back into Python: a TF Serving process has no interpreter to run them."""
 
 
-class ExportVerificationError(AssertionError):
+class ExportVerificationError(RuntimeError):
     """A reloaded export disagrees with the in-process model or holds an op TF Serving lacks."""
 
 

@@ -1,9 +1,8 @@
-"""The training loop: distributed steps, checkpoints and resume, TensorBoard, evaluation."""
+"""The training loop: set-up (strategy, data, model, optimizer, checkpoint) and a loop of
+distributed steps whose periodic duties are the hooks of ``lba_tf.training.hooks``."""
 
 from __future__ import annotations
 
-import json
-import math
 import pathlib
 import time
 
@@ -14,14 +13,20 @@ from lba_tf.config import Config, check_initialisation
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.data.pipeline import distributed_dataset_fn, load_images, training_dataset
 from lba_tf.data.sampler import IdentitySampler
-from lba_tf.evaluation.runner import evaluate_model, format_table, results_json, summarize_result
+from lba_tf.evaluation.runner import evaluate_model, results_json
 from lba_tf.log import logger
-from lba_tf.models.lba import LOSS_NAMES, build_model
+from lba_tf.models.lba import build_model
+from lba_tf.run_dir import RunDir
 from lba_tf.runtime import set_tf32
+from lba_tf.training.hooks import (Checkpoints, Evaluation, Figures, Hook, LastWeights, NonFiniteStop, Progress,
+                                   Summaries, TrainingDiverged)
 from lba_tf.training.optimizer import build_optimizer
 from lba_tf.training.schedule import epoch_learning_rate
+from lba_tf.training.step import train_step
 from lba_tf.training.strategy import is_chief, make_strategy
 from lba_tf.training.visualize import correspondence_figure
+
+__all__ = ["Trainer", "TrainingDiverged", "build_optimizer"]
 
 def _by_path(variables) -> dict:
     """Variables keyed by their Keras path, for tf.train.Checkpoint.
@@ -36,30 +41,24 @@ def _by_path(variables) -> dict:
     return by_path
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
 class Trainer:
-    """Trains an LbA model as a :class:`Config` describes, in ``run_dir``.
+    """Trains an LbA model as a :class:`Config` describes, in a run directory.
 
-    The run directory ends up holding ``config.yaml`` (written by the caller), ``checkpoints/``
-    (model, optimizer and step; the sampler and augmentation are pure functions of the step, so
-    nothing else is needed to resume exactly), ``tensorboard/``, ``weights/last.weights.h5``
-    (the last epoch: what evaluation and export use, and what the authors report),
-    ``weights/best.weights.h5`` (the epoch whose evaluation scored highest; chosen on the test set,
-    so optimistic), ``run.json`` (what export and evaluation need to rebuild the model) and
-    ``results.json`` (the last epoch's evaluation).
+    The run directory (:class:`lba_tf.run_dir.RunDir`, whose docstring lists its layout) gets the
+    checkpoints (model, optimizer and step; the sampler and augmentation are pure functions of
+    the step, so nothing else is needed to resume exactly), TensorBoard summaries, the last and
+    the best-on-test weights, ``run.json`` and, when training ends, ``results.json``.
 
     Args:
         config: the run's settings.
-        run_dir: where everything is written; an existing checkpoint there is resumed.
+        run_dir: where everything is written (a path or a ``RunDir``); an existing checkpoint
+            there is resumed.
         cache_dir: where the synthetic dataset is generated.
     """
 
-    def __init__(self, config: Config, run_dir: str | pathlib.Path, cache_dir: str = ".cache"):
+    def __init__(self, config: Config, run_dir: str | pathlib.Path | RunDir, cache_dir: str = ".cache"):
         self.config = config
-        self.run_dir = pathlib.Path(run_dir)
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.cache_dir = cache_dir
         train, data = config.train, config.data
         check_initialisation(config)
@@ -90,11 +89,11 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=_by_path(self.model.weights),
                                               optimizer=_by_path(self.optimizer.variables))
         # every worker takes part in saving; only the chief's copy is kept in the run directory
-        checkpoint_dir = self.run_dir / "checkpoints" if self.chief else \
-            self.run_dir / f".worker-{self.strategy.cluster_resolver.task_id}-checkpoints"
+        checkpoint_dir = self.run.checkpoints if self.chief else \
+            self.run.path / f".worker-{self.strategy.cluster_resolver.task_id}-checkpoints"
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir),
                                                   max_to_keep=train.keep_checkpoints)
-        self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard")) if self.chief \
+        self.writer = tf.summary.create_file_writer(str(self.run.tensorboard)) if self.chief \
             else tf.summary.create_noop_writer()
         self._step_fn = None
         self._figure_batch = None
@@ -112,28 +111,14 @@ class Trainer:
             logger.info("resumed from %s at step %d", latest, self.global_step)
         return self.global_step
 
-    def _train_step(self, data):
-        images, labels = data
-        model = self.model
-        with tf.GradientTape() as tape:
-            out = model.compute_losses(images, labels, training=True)
-            loss = out["total"] / self.strategy.num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        self.optimizer.apply(grads, model.trainable_variables)
-        accuracy = tf.reduce_mean(tf.cast(
-            tf.equal(tf.argmax(out["logits"], axis=-1, output_type=tf.int32), labels), tf.float32))
-        logs = {name: out[name] for name in LOSS_NAMES if name in out}
-        logs["accuracy"] = accuracy
-        return logs
-
     def _distributed_step(self):
         if self._step_fn is None:
             strategy = self.strategy
 
             @tf.function
             def step(iterator):
-                per_replica = strategy.run(self._train_step, args=(next(iterator),))
+                per_replica = strategy.run(lambda batch: train_step(self.model, self.optimizer, batch),
+                                           args=(next(iterator),))
                 return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                         for k, v in per_replica.items()}
 
@@ -150,7 +135,7 @@ class Trainer:
 
     def _save_weights(self, name: str) -> None:
         if self.chief:
-            path = self.run_dir / "weights" / f"{name}.weights.h5"
+            path = self.run.weights(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{name}.tmp.weights.h5")
             self.model.save_weights(tmp)
@@ -162,85 +147,62 @@ class Trainer:
                               trials=trials or data.eval_trials, batch_size=self.config.eval.batch_size,
                               rerank=self.config.eval.rerank, skip_corrupt=data.skip_corrupt)
 
-    def _log_evaluation(self, results: dict, step: int) -> float:
-        with self.writer.as_default(step=step):
-            for direction, res in results.items():
-                row = summarize_result(res.mean)
-                for key in ("rank1", "mAP", "mINP"):
-                    tf.summary.scalar(f"eval/{direction}/{key}", row[key])
-        first = next(iter(results.values()))
-        row = summarize_result(first.mean)
-        return row["rank1"] + 1e-3 * row["mAP"]
+    def _learning_rate(self, step: int) -> float:
+        """The base learning rate in force at (0-based) global ``step``."""
+        train = self.config.train
+        return epoch_learning_rate(step // self.steps_per_epoch, train.lr, train.warmup_epochs,
+                                   train.milestones, train.lr_decay)
+
+    def hooks(self, start: int) -> tuple[list[Hook], Evaluation]:
+        """The loop's duties in the order they run, and the evaluation among them."""
+        train = self.config.train
+        evaluation = Evaluation(self.evaluate, train.eval_every, train.epochs, self.writer, self.run,
+                                self._save_weights, chief=self.chief)
+        return [
+            NonFiniteStop(self.steps_per_epoch, lambda: self.manager.latest_checkpoint),
+            Summaries(self.writer, self._learning_rate),
+            Progress(self.steps_per_epoch, train.epochs, self._learning_rate, verbose=self.chief),
+            Checkpoints(lambda step: self._save(), train.checkpoint_every, start=start),
+            Figures(self._log_figure),
+            LastWeights(self._save_weights),
+            evaluation,
+        ], evaluation
 
     def fit(self, max_steps: int | None = None) -> dict:
         """Train to the configured number of epochs (or ``max_steps`` global steps), evaluate,
         write ``results.json`` and return its content."""
-        train = self.config.train
         spe = self.steps_per_epoch
-        total_steps = train.epochs * spe if max_steps is None else min(max_steps, train.epochs * spe)
-        start = self.restore()
+        total_steps = self.config.train.epochs * spe
+        total_steps = total_steps if max_steps is None else min(max_steps, total_steps)
+        step = self.restore()
         self._write_run_info()
-        best_path = self.run_dir / "best.json"
-        best = json.loads(best_path.read_text())["score"] if best_path.exists() else -math.inf
+        hooks, evaluation = self.hooks(step)
         step_fn = self._distributed_step()
-        iterator = iter(self._dataset(start // spe, start % spe))
-        last_saved, started = start, time.time()
-        global_step, evaluated_at = start, -1
-        while global_step < total_steps:
-            epoch = global_step // spe
-            lr = epoch_learning_rate(epoch, train.lr, train.warmup_epochs, train.milestones, train.lr_decay)
-            in_epoch = global_step % spe
-            bar = keras.utils.Progbar(spe, stateful_metrics=["lr"], verbose=1 if self.chief else 0,
-                                      unit_name="step")
-            logger.info("epoch %d/%d (lr %.5f)", epoch + 1, train.epochs, lr)
-            while in_epoch < spe and global_step < total_steps:
+        iterator = iter(self._dataset(step // spe, step % spe))
+        started = time.time()
+        while step < total_steps:
+            epoch = step // spe
+            for hook in hooks:
+                hook.before_epoch(epoch, step)
+            while True:
                 logs = {k: float(v) for k, v in step_fn(iterator).items()}
-                global_step += 1
-                in_epoch += 1
-                if not math.isfinite(logs["total"]):
-                    raise TrainingDiverged(
-                        f"non-finite loss at step {global_step} (epoch {epoch + 1}): "
-                        + ", ".join(f"{k}={v}" for k, v in logs.items())
-                        + f"; last good checkpoint: {self.manager.latest_checkpoint or 'none'}")
-                with self.writer.as_default(step=global_step):
-                    for k, v in logs.items():
-                        tf.summary.scalar(f"train/{k}", v)
-                    tf.summary.scalar("train/lr", lr)
-                bar.update(in_epoch, [(k, v) for k, v in logs.items()] + [("lr", lr)])
-                if global_step % train.checkpoint_every == 0:
-                    self._save()
-                    last_saved = global_step
-            if in_epoch == spe:  # epoch end
-                if last_saved != global_step:
-                    self._save()
-                    last_saved = global_step
-                self._log_figure(global_step)
-                self._save_weights("last")
-                if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
-                    results = self.last_results = self.evaluate()
-                    evaluated_at = global_step
-                    logger.info("evaluation after epoch %d:\n%s", epoch + 1, format_table(results))
-                    score = self._log_evaluation(results, global_step)
-                    if score > best:
-                        best = score
-                        self._save_weights("best")
-                        if self.chief:
-                            best_path.write_text(json.dumps({"score": best, "step": global_step,
-                                                             "chosen_on": "the test set"}))
-        if last_saved != global_step:
-            self._save()
-        self._save_weights("last")
-        if not (self.run_dir / "weights" / "best.weights.h5").exists():
-            self._save_weights("best")
+                step += 1
+                for hook in hooks:
+                    hook.after_step(step, logs)
+                if step % spe == 0 or step >= total_steps:
+                    break
+            if step % spe == 0:
+                for hook in hooks:
+                    hook.after_epoch(epoch, step)
         elapsed = time.time() - started
-        if evaluated_at != global_step:
-            self.last_results = self.evaluate()
-        results = self.last_results
-        payload = {"config": self.config.name, "step": global_step, "epoch": global_step / spe,
+        for hook in hooks:
+            hook.after_train(step)
+        self.last_results = evaluation.results
+        payload = {"config": self.config.name, "step": step, "epoch": step / spe,
                    "train_seconds": elapsed, "weights": "last epoch (weights/last.weights.h5)",
-                   "results": results_json(results)}
+                   "results": results_json(self.last_results)}
         if self.chief:
-            (self.run_dir / "results.json").write_text(json.dumps(payload, indent=2))
+            self.run.write_results(payload)
         self.writer.flush()
         return payload
 
@@ -257,7 +219,6 @@ class Trainer:
 
     def _write_run_info(self) -> None:
         if self.chief:
-            info = {"num_classes": self.dataset.num_classes, "steps_per_epoch": self.steps_per_epoch,
-                    "image_height": self.config.data.image_height,
-                    "image_width": self.config.data.image_width}
-            (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+            self.run.write_info(num_classes=self.dataset.num_classes, steps_per_epoch=self.steps_per_epoch,
+                                image_height=self.config.data.image_height,
+                                image_width=self.config.data.image_width)

@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from lba_tf.config import load_config, save_config
+from lba_tf.config import load_config
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.evaluate import main
 from lba_tf.evaluation.runner import evaluate_model, results_json
 from lba_tf.models.lba import build_model
+from lba_tf.run_dir import RunDir
 from tests.tiny import TINY_OVERRIDES, set_args
 
 
@@ -44,11 +45,12 @@ def _run_directory(trained, run):
     """A run directory whose last weights are the fixture's and whose best weights are another
     model's (seed 99), so that which file was read shows in the numbers."""
     _, _, config, weights, _ = trained
+    run_dir = RunDir.for_training(config, str(run))
+    run_dir.write_info(num_classes=8, steps_per_epoch=2, image_height=32, image_width=16)
     (run / "weights").mkdir(parents=True)
     (run / "weights" / "last.weights.h5").write_bytes(weights.read_bytes())
     other = build_model(config.replace(**{"train.seed": 99}), 8)
     other.save_weights(run / "weights" / "best.weights.h5")
-    save_config(config, run / "config.yaml")
     return run
 
 
@@ -76,12 +78,13 @@ def test_best_on_test_weights_are_opt_in_and_labelled(trained, tmp_path, capsys)
     assert not (run / "evaluation.json").exists()
 
 
-def test_best_needs_a_run_directory(trained):
+def test_best_needs_a_run_directory(trained, capsys):
     _, _, _, weights, _ = trained
-    with pytest.raises(SystemExit, match="--best picks a run directory's best weights"):
-        main(["--weights", str(weights), "--best"])
+    assert main(["--weights", str(weights), "--best"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --best picks a run directory's best weights; {weights} is not a run directory")
 
 
-def test_missing_weights_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="weights not found"):
-        main(["--weights", str(tmp_path / "nope.weights.h5")])
+def test_missing_weights_is_a_clear_error(tmp_path, capsys):
+    assert main(["--weights", str(tmp_path / "nope.weights.h5")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: weights not found: {tmp_path / 'nope.weights.h5'}"

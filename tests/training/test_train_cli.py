@@ -1,41 +1,19 @@
-"""python -m lba_tf.train's run directory: new, resumed, or refused."""
+"""python -m lba_tf.train: what it refuses, in one line, before any work."""
 
 import pytest
-import yaml
 
 from lba_tf.config import load_config
-from lba_tf.train import main, resolve_run_dir
+from lba_tf.run_dir import RunDir
+from lba_tf.train import main
 
 
-def test_new_run_gets_a_timestamped_directory_with_the_resolved_config(tmp_path):
-    cfg = load_config(None, ["train.lr=0.05"])
-    run = resolve_run_dir(cfg, None, runs_root=str(tmp_path))
-    assert run.parent == tmp_path / "synthetic"
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == 0.05
-
-
-def test_unfinished_run_of_the_same_config_is_resumed(tmp_path):
-    cfg = load_config(None)
-    first = resolve_run_dir(cfg, None, runs_root=str(tmp_path))
-    assert resolve_run_dir(cfg, None, runs_root=str(tmp_path)) == first
-    fresh = resolve_run_dir(cfg, None, runs_root=str(tmp_path), fresh=True)
-    assert fresh != first and fresh.parent == first.parent
-
-
-def test_finished_or_different_runs_are_not_resumed(tmp_path):
-    cfg = load_config(None)
-    first = resolve_run_dir(cfg, None, runs_root=str(tmp_path))
-    (first / "results.json").write_text("{}")
-    other = load_config(None, ["train.lr=0.5"])
-    (tmp_path / "synthetic" / "zzz").mkdir()
-    (tmp_path / "synthetic" / "zzz" / "config.yaml").write_text(yaml.safe_dump(other.to_dict()))
-    assert resolve_run_dir(cfg, None, runs_root=str(tmp_path)) not in (first, tmp_path / "synthetic" / "zzz")
-
-
-def test_explicit_run_dir_with_another_config_is_refused(tmp_path):
-    resolve_run_dir(load_config(None), str(tmp_path / "run"))
-    with pytest.raises(SystemExit, match=r"another config \(train.lr: 0.1 -> 0.5\)"):
-        resolve_run_dir(load_config(None, ["train.lr=0.5"]), str(tmp_path / "run"))
+def test_run_dir_of_another_config_is_one_line_before_any_work(tmp_path, capsys):
+    RunDir.for_training(load_config(None), str(tmp_path / "run"))
+    assert main(["--run-dir", str(tmp_path / "run"), "--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'run'} holds a run with another config (train.lr: 0.1 -> 0.5); "
+                   "use another --run-dir")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_bad_override_fails_before_any_work(tmp_path, capsys):

@@ -1,0 +1,96 @@
+"""The run directory: new, resumed or refused for training; what it holds, read back."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from lba_tf.config import load_config
+from lba_tf.models.lba import build_model
+from lba_tf.run_dir import RunDir, RunDirError, main
+from tests.tiny import TINY_OVERRIDES
+
+
+def test_new_run_gets_a_timestamped_directory_with_the_resolved_config(tmp_path):
+    cfg = load_config(None, ["train.lr=0.05"])
+    run = RunDir.for_training(cfg, None, runs_root=str(tmp_path))
+    assert run.path.parent == tmp_path / "synthetic"
+    assert yaml.safe_load(run.config_path.read_text())["train"]["lr"] == 0.05
+    assert run.read_config().train.lr == 0.05
+
+
+def test_unfinished_run_of_the_same_config_is_resumed(tmp_path):
+    cfg = load_config(None)
+    first = RunDir.for_training(cfg, None, runs_root=str(tmp_path))
+    assert RunDir.for_training(cfg, None, runs_root=str(tmp_path)).path == first.path
+    fresh = RunDir.for_training(cfg, None, runs_root=str(tmp_path), fresh=True)
+    assert fresh.path != first.path and fresh.path.parent == first.path.parent
+
+
+def test_finished_or_different_runs_are_not_resumed(tmp_path):
+    cfg = load_config(None)
+    first = RunDir.for_training(cfg, None, runs_root=str(tmp_path))
+    first.write_results({})
+    assert first.finished
+    other = load_config(None, ["train.lr=0.5"])
+    (tmp_path / "synthetic" / "zzz").mkdir()
+    (tmp_path / "synthetic" / "zzz" / "config.yaml").write_text(yaml.safe_dump(other.to_dict()))
+    again = RunDir.for_training(cfg, None, runs_root=str(tmp_path))
+    assert again.path not in (first.path, tmp_path / "synthetic" / "zzz")
+
+
+def test_explicit_run_dir_with_another_config_is_refused(tmp_path):
+    RunDir.for_training(load_config(None), str(tmp_path / "run"))
+    with pytest.raises(RunDirError, match=r"another config \(train.lr: 0.1 -> 0.5\)"):
+        RunDir.for_training(load_config(None, ["train.lr=0.5"]), str(tmp_path / "run"))
+
+
+def test_info_best_and_results_round_trip(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.read_best() is None and not run.finished and not RunDir.is_run(run.path)
+    run.write_info(num_classes=7, steps_per_epoch=3, image_height=32, image_width=16)
+    assert run.num_classes == 7 and run.info()["steps_per_epoch"] == 3
+    run.write_best(12.5, 40)
+    assert run.read_best() == {"score": 12.5, "step": 40, "chosen_on": "the test set"}
+    run.write_results({"step": 40})
+    assert run.finished and json.loads(run.results_path.read_text()) == {"step": 40}
+    assert not list(run.path.glob("*.tmp"))  # written through a temporary file, then renamed
+
+
+def test_what_is_missing_is_named(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(RunDirError, match="no config.yaml"):
+        run.read_config()
+    with pytest.raises(RunDirError, match="no run.json"):
+        run.num_classes
+    with pytest.raises(RunDirError, match="has no weights/best.weights.h5"):
+        run.existing_weights("best")
+    with pytest.raises(ValueError, match="'last' or 'best'"):
+        run.weights("first")
+
+
+def test_a_run_rebuilds_its_model_from_config_and_run_json(tmp_path):
+    config = load_config(None, TINY_OVERRIDES)
+    run = RunDir.for_training(config, str(tmp_path / "run"))
+    run.write_info(num_classes=6, steps_per_epoch=2, image_height=32, image_width=16)
+    model = build_model(config, 6)
+    run.weights("last").parent.mkdir(parents=True)
+    model.save_weights(run.weights("last"))
+    rebuilt = run.load_model("last")
+    assert rebuilt.num_classes == 6
+    for a, b in zip(model.weights, rebuilt.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_newest_finished_run_is_printed_for_the_makefile(tmp_path, capsys):
+    cfg = load_config(None)
+    assert main(["newest", "--runs-root", str(tmp_path)]) == 2
+    assert "no finished run under" in capsys.readouterr().err
+    older = RunDir(tmp_path / "synthetic" / "20260101-000000")
+    older.write_config(cfg)
+    older.write_results({})
+    newer = RunDir(tmp_path / "synthetic" / "20260102-000000")
+    newer.write_config(cfg)  # unfinished: not exported
+    assert main(["newest", "--runs-root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(older.path)
