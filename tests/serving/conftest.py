@@ -1,10 +1,11 @@
-"""Serving fixtures: the stand-in encoder, its export, and a local server on a free port."""
+"""Serving fixtures: the stand-in encoder, its export, its loaded servable, a local server on a free port."""
 
 import grpc
 import pytest
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from lba_tf.export.saved_model import export_saved_model
+from lba_tf.serving.servable import Servable
 from lba_tf.serving.server import serve
 from tests.serving.standin import IMAGE_SIZE, StandInEncoder
 
@@ -20,6 +21,12 @@ def export_base(standin_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("exports")
     export_saved_model(standin_model, str(base), "lba", image_size=IMAGE_SIZE)
     return base
+
+
+@pytest.fixture(scope="session")
+def servable(export_base):
+    """Version 1 of the export, loaded."""
+    return Servable(str(export_base / "lba" / "1"), 1)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The local server: TF Serving's API, parity with the in-process model, errors, versions, batching."""
+"""The whole server through its ports: TF Serving's API, parity with the in-process model, errors, versions, CLI."""
 
 import base64
 import json
@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -20,7 +21,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from lba_tf.export.saved_model import SIGNATURE_NAMES, export_saved_model, reference_embeddings, sample_inputs
-from lba_tf.serving.server import BatchScheduler, ServingError, serve
+from lba_tf.serving import server as server_module
+from lba_tf.serving.server import serve
 from tests.serving.standin import IMAGE_SIZE, StandInEncoder
 
 RNG = np.random.default_rng(0)
@@ -180,82 +182,6 @@ def test_concurrent_requests_with_one_bad_image(stub, standin_model):
         np.testing.assert_allclose(out, want, atol=1e-5)
 
 
-def test_scheduler_merges_queued_requests_and_splits_results():
-    sizes = []
-
-    def run(batch):
-        sizes.append(len(batch["x"]))
-        return {"y": batch["x"] * 10}
-
-    scheduler = BatchScheduler(max_batch_size=4, timeout_s=5.0)
-    try:
-        futures = [scheduler.submit("k", run, {"x": np.array(v)}) for v in ([1], [2, 3], [4], [5, 6, 7], [8])]
-        results = [f.result(timeout=30)["y"].tolist() for f in futures]
-    finally:
-        scheduler.close()
-    # 1 + 2 + 1 fill a batch of 4 at once (no waiting for the timeout); [5, 6, 7] does not fit
-    # beside them and starts the next batch, which [8] fills
-    assert sizes == [4, 4]
-    assert results == [[10], [20, 30], [40], [50, 60, 70], [80]]
-
-
-def test_scheduler_reruns_a_failed_batch_request_by_request():
-    sizes = []
-
-    def run(batch):
-        sizes.append(len(batch["x"]))
-        if (batch["x"] < 0).any():
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "negative")
-        return {"y": batch["x"] + 1}
-
-    scheduler = BatchScheduler(max_batch_size=3, timeout_s=5.0)
-    try:
-        futures = [scheduler.submit("k", run, {"x": np.array([v])}) for v in (1, -1, 2)]
-        assert futures[0].result(timeout=30)["y"].tolist() == [2]
-        with pytest.raises(ServingError, match="negative"):
-            futures[1].result(timeout=30)
-        assert futures[2].result(timeout=30)["y"].tolist() == [3]
-    finally:
-        scheduler.close()
-    assert sizes == [3, 1, 1, 1]
-
-
-def test_scheduler_keeps_keys_apart():
-    seen = []
-
-    def run(batch):
-        seen.append(batch["x"].tolist())
-        return {"y": batch["x"]}
-
-    scheduler = BatchScheduler(max_batch_size=8, timeout_s=0.05)
-    try:
-        futures = [scheduler.submit(key, run, {"x": np.array([v])}) for key, v in (("a", 1), ("b", 2), ("a", 3))]
-        assert [f.result(timeout=30)["y"].tolist() for f in futures] == [[1], [2], [3]]
-    finally:
-        scheduler.close()
-    assert sorted(seen) == [[1, 3], [2]]
-
-
-def test_scheduler_threads_run_batches_side_by_side():
-    # each batch waits inside ``run`` until a second batch has started: only two batching
-    # threads can get both through (one thread would time out at the barrier)
-    barrier = threading.Barrier(2, timeout=20)
-    threads = set()
-
-    def run(batch):
-        threads.add(threading.current_thread().name)
-        barrier.wait()
-        return {"y": batch["x"] * 2}
-
-    scheduler = BatchScheduler(max_batch_size=1, timeout_s=0.0, num_threads=2)
-    try:
-        futures = [scheduler.submit("k", run, {"x": np.array([v])}) for v in (1, 2)]
-        assert [f.result(timeout=30)["y"].tolist() for f in futures] == [[2], [4]]
-    finally:
-        scheduler.close()
-    assert threads == {"batching-0", "batching-1"}
-
-
 def _latest_version(stub):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = "lba"
@@ -263,7 +189,6 @@ def _latest_version(stub):
 
 
 def _wait(condition, timeout=20.0):
-    import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -408,3 +333,28 @@ def test_binds_localhost_and_caps_message_size(export_base):
             assert out.shape == (1, 8)
     finally:
         handle.stop(grace=0.5)
+
+
+@pytest.fixture
+def taken_port():
+    """A localhost port held by a plain listening socket (no SO_REUSEPORT, so nothing else binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("which", ["gRPC", "REST"])
+def test_taken_port_is_an_oserror_and_stops_what_started(export_base, taken_port, which):
+    before = set(threading.enumerate())
+    ports = {"port": taken_port, "rest_port": None} if which == "gRPC" else {"port": 0, "rest_port": taken_port}
+    with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{taken_port} for {which}"):
+        serve(str(export_base / "lba"), "lba", **ports)
+    assert _wait(lambda: set(threading.enumerate()) <= before, timeout=5.0)
+
+
+def test_command_line_taken_port_is_one_line_and_status_2(export_base, taken_port, monkeypatch, capsys):
+    monkeypatch.setattr(server_module, "setup_logging", lambda verbose: None)  # the test process keeps its logging
+    status = server_module.main(["--model-base-path", str(export_base / "lba"), "--port", str(taken_port)])
+    assert status == 2
+    assert capsys.readouterr().err == f"error: cannot bind 127.0.0.1:{taken_port} for gRPC\n"
