@@ -128,6 +128,8 @@ def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host:
     """
     tune_allocator()  # idempotent; it takes effect if TensorFlow is not loaded yet (see lba_tf.runtime)
     import_tensorflow_quietly()  # its CUDA stub prints at load time otherwise
+    # the modules below load TensorFlow: imported here, after the allocator, so that importing
+    # this module (the command line's --help, BatchScheduler, ServingError) stays light
     from lba_tf.serving.core import ModelServerCore
     from lba_tf.serving.grpc_api import add_services
     from lba_tf.serving.rest_api import RestServer
