@@ -25,9 +25,9 @@ import tracemalloc
 import numpy as np
 
 from common import record, summarize
-from lba_tf.evaluation.metrics import (evaluate, evaluate_features, feature_distance_chunks,
-                                       mean_over_trials)
+from lba_tf.evaluation.metrics import evaluate, evaluate_features, feature_distance_chunks
 from lba_tf.evaluation.rerank import k_reciprocal_rerank
+from lba_tf.evaluation.results import Metrics, mean_over_trials
 
 SYSU_TEST_IDS = 96
 SYSU_QUERIES = 3803
@@ -79,9 +79,9 @@ def bench_sysu(rng: np.random.Generator, dim: int, separation: float,
     start = time.perf_counter()
     results = [evaluate(d, q_pids, g_pids, q_cams, g_cams, "sysu") for d in distmats]
     seconds = time.perf_counter() - start
-    mean = mean_over_trials(results)
+    mean = mean_over_trials([Metrics.of(r) for r in results])
     rows = [Row(f"sysu: metrics, {SYSU_TRIALS} trials", SYSU_QUERIES, len(g_pids), seconds, None,
-                float(mean["cmc"][0]), mean["mAP"])]
+                float(mean.cmc[0]), mean.mAP)]
     if rerank:
         gallery = galleries[0]
         squared = [np.maximum(2.0 - 2.0 * (a @ b.T), 0.0)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from lba_tf.evaluation.protocols import EvaluationProtocol
 
 Modality = Literal["visible", "infrared"]
 Direction = Literal["visible_to_infrared", "infrared_to_visible"]
@@ -31,6 +34,34 @@ class ImageRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class IdentityFolder:
+    """The images of one identity in one camera: ``<camera folder>/<pid as 4 digits>``.
+
+    Args:
+        path: the folder, relative to the dataset root (e.g. ``"cam3/0007"``).
+        pid: the identity.
+        camera: the camera number.
+        modality: ``"visible"`` or ``"infrared"``.
+        files: the folder's file names, sorted.
+    """
+
+    path: str
+    pid: int
+    camera: int
+    modality: Modality
+    files: tuple[str, ...]
+
+    def record(self, name: str) -> ImageRecord:
+        """The test record (label -1) of file ``name`` of this folder."""
+        return ImageRecord(f"{self.path}/{name}", self.pid, self.camera, self.modality)
+
+
+def all_images(folders: Iterable[IdentityFolder]) -> tuple[ImageRecord, ...]:
+    """Every image of ``folders``, folder by folder, files in sorted order."""
+    return tuple(folder.record(name) for folder in folders for name in folder.files)
+
+
+@dataclasses.dataclass(frozen=True)
 class TestSplit:
     """Query and gallery of one evaluation trial, in the protocol's order.
 
@@ -40,7 +71,7 @@ class TestSplit:
         query: records of the images that rank the gallery, each a row of the score matrix.
         gallery: records of the images ranked. The roles are those scored, which is not always
             what the direction's name suggests: LLCM's ``visible_to_infrared`` queries with the
-            drawn infrared images (see ``lba_tf.data.datasets.llcm.LLCM.test_splits``).
+            drawn infrared images (see ``lba_tf.evaluation.protocols.LLCMProtocol``).
     """
 
     __test__ = False  # not a pytest class
@@ -56,19 +87,18 @@ class ReIDDataset(Protocol):
 
     Attributes:
         root: the dataset folder; record paths are relative to it.
-        protocol: the evaluation protocol name for ``lba_tf.evaluation.evaluate``:
-            ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        protocol: the dataset's evaluation protocol (``lba_tf.evaluation.protocols``): its
+            directions, how it splits ``test_images`` into queries and galleries, and how it
+            scores them.
         train: every training image, both modalities, with labels 0..num_classes-1.
         num_classes: the number of training identities.
-        directions: the directions this dataset is evaluated in.
+        test_images: the test images by modality, as the protocol takes them: identity folders
+            (SYSU-MM01, LLCM: ``{modality: [IdentityFolder]}``) or listed records (RegDB:
+            ``{modality: [ImageRecord]}``), in the protocol's order.
     """
 
     root: str
-    protocol: str
+    protocol: EvaluationProtocol
     train: Sequence[ImageRecord]
     num_classes: int
-    directions: tuple[Direction, ...]
-
-    def test_splits(self, direction: Direction, trials: int) -> list[TestSplit]:
-        """Query and gallery for each of ``trials`` trials of ``direction``."""
-        ...
+    test_images: Mapping[Modality, Sequence[IdentityFolder] | Sequence[ImageRecord]]

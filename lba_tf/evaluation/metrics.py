@@ -1,18 +1,19 @@
-"""Re-identification metrics (CMC, mAP, mINP) under the SYSU-MM01, RegDB and LLCM protocols.
+"""Re-identification metrics (CMC, mAP, mINP) under a protocol's exclusion rule and CMC variant.
 
 Every query ranks the gallery by ascending distance (a stable sort, so ties keep gallery order),
-drops the gallery entries its protocol excludes, and is scored on what remains:
+drops the gallery entries its protocol excludes (``EvaluationProtocol.keep_mask``), and is scored
+on what remains:
 
 - AP: the mean over true-match positions ``i`` (0-based, after exclusion) of
   ``(true matches up to and including i) / (i + 1)``.
 - INP: ``(number of true matches) / (1-based rank of the last true match)``.
-- CMC: rank-k is the fraction of queries whose first true match is in the top k. ``"sysu"`` and
-  ``"llcm"`` use the community's variant, which first collapses the ranked list to its distinct
-  identities in order of first appearance; ``"regdb"`` counts on the ranked list itself.
+- CMC: rank-k is the fraction of queries whose first true match is in the top k. Protocols with
+  ``collapse_identities`` (SYSU-MM01, LLCM) use the community's variant, which first collapses
+  the ranked list to its distinct identities in order of first appearance; the others (RegDB)
+  count on the ranked list itself.
 
-Queries with no true match left are skipped. Exclusions: ``"sysu"``: a query from camera 3
-ignores gallery images from camera 2; ``"llcm"``: a query ignores gallery images with its own
-identity and its own camera; ``"regdb"``: nothing.
+Queries with no true match left are skipped. The protocols themselves, their exclusions and CMC
+variants are in ``lba_tf.evaluation.protocols``.
 
 The work is vectorised over queries and done in blocks of query rows, so a gallery of 100,000
 images is scored without a full distance matrix (``evaluate_features``). Every query is scored
@@ -29,9 +30,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-PROTOCOLS = ("sysu", "regdb", "llcm")
-SYSU_INDOOR_INFRARED_CAMERA = 3
-SYSU_SAME_ROOM_VISIBLE_CAMERA = 2
+from lba_tf.evaluation.protocols import EvaluationProtocol, get_protocol
+
 SCORE_BLOCK_ELEMENTS = 1 << 22
 """Queries are scored in blocks of rows holding about this many distances (bounds memory)."""
 DISTANCE_BLOCK_ELEMENTS = 1 << 24
@@ -44,7 +44,8 @@ class QueryScores:
 
     Args:
         first_rank: ``[Q]`` int, 0-based position of the query's identity in its CMC list (the
-            collapsed identity list for sysu/llcm, the ranked list for regdb); -1 if no match.
+            collapsed identity list or the ranked list, as the protocol's CMC variant); -1 if no
+            match.
         average_precision: ``[Q]`` float64 AP, 0 for queries without a true match.
         inverse_negative_penalty: ``[Q]`` float64 INP, 0 for queries without a true match.
         valid: ``[Q]`` bool, whether a true match is left in the query's gallery.
@@ -65,12 +66,6 @@ class QueryScores:
 def rows_per_block(num_columns: int, elements: int = SCORE_BLOCK_ELEMENTS) -> int:
     """Rows of a ``[rows, num_columns]`` block that holds about ``elements`` values (>= 1)."""
     return max(1, elements // max(num_columns, 1))
-
-
-def check_protocol(protocol: str) -> None:
-    """Raise ``ValueError`` unless ``protocol`` is one of ``PROTOCOLS``."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
 
 
 def stable_argsort(values: np.ndarray) -> np.ndarray:
@@ -135,32 +130,8 @@ def ranked_prefix(distances: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
-def keep_mask(protocol: str, query_pids: np.ndarray, query_cams: np.ndarray,
-              gallery_pids: np.ndarray, gallery_cams: np.ndarray) -> np.ndarray:
-    """Which gallery entries each query may be matched against.
-
-    Args:
-        protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
-        query_pids: ``[Q]`` identities.
-        query_cams: ``[Q]`` camera numbers.
-        gallery_pids: ``[G]`` identities.
-        gallery_cams: ``[G]`` camera numbers.
-
-    Returns:
-        ``[Q, G]`` bool, False where the protocol excludes the gallery entry for the query.
-    """
-    check_protocol(protocol)
-    if protocol == "sysu":
-        return ~((query_cams == SYSU_INDOOR_INFRARED_CAMERA)[:, None]
-                 & (gallery_cams == SYSU_SAME_ROOM_VISIBLE_CAMERA)[None, :])
-    if protocol == "llcm":
-        return ~((query_pids[:, None] == gallery_pids[None, :])
-                 & (query_cams[:, None] == gallery_cams[None, :]))
-    return np.ones((len(query_pids), len(gallery_pids)), dtype=bool)
-
-
 def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: np.ndarray,
-                  query_cams: np.ndarray, gallery_cams: np.ndarray, protocol: str,
+                  keep: np.ndarray, collapse_identities: bool,
                   gallery_codes: np.ndarray | None = None) -> QueryScores:
     """Score a block of queries against the gallery.
 
@@ -168,9 +139,10 @@ def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: n
         distances: ``[Q, G]`` distances, smaller = more similar.
         query_pids: ``[Q]`` identities.
         gallery_pids: ``[G]`` identities.
-        query_cams: ``[Q]`` camera numbers.
-        gallery_cams: ``[G]`` camera numbers.
-        protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        keep: ``[Q, G]`` bool, the gallery entries each query may be matched against (the
+            protocol's ``keep_mask``).
+        collapse_identities: the CMC variant: True counts ranks on the ranked list collapsed to
+            its distinct identities, False on the ranked list.
         gallery_codes: ``[G]`` identities renumbered ``0..U-1`` (``np.unique(...,
             return_inverse=True)``); computed when omitted.
 
@@ -178,10 +150,8 @@ def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: n
         The block's ``QueryScores``.
     """
     distances = np.asarray(distances)
-    query_pids, query_cams = np.asarray(query_pids), np.asarray(query_cams)
-    gallery_pids, gallery_cams = np.asarray(gallery_pids), np.asarray(gallery_cams)
+    query_pids, gallery_pids, keep = np.asarray(query_pids), np.asarray(gallery_pids), np.asarray(keep)
     num_queries = distances.shape[0]
-    keep = keep_mask(protocol, query_pids, query_cams, gallery_pids, gallery_cams)
     matches = (query_pids[:, None] == gallery_pids[None, :]) & keep
     # Nothing after a query's last true match affects its scores: rank only up to it.
     last_match = np.max(np.where(matches, distances, -np.inf), axis=1, initial=-np.inf)
@@ -210,14 +180,14 @@ def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: n
 
     first_rank = np.full(num_queries, -1, dtype=np.int64)
     first_index = row_start[valid]
-    if protocol == "regdb":
-        first_rank[valid] = match_positions[first_index]
-    else:
+    if collapse_identities:
         if gallery_codes is None:
             gallery_codes = np.unique(gallery_pids, return_inverse=True)[1]
         first_col = np.zeros(num_queries, dtype=np.int64)
         first_col[valid] = cols[first_index]
         first_rank[valid] = _identities_before(order, ranked_keep, first_col, gallery_codes)[valid]
+    else:
+        first_rank[valid] = match_positions[first_index]
     return QueryScores(first_rank, average_precision, inverse_negative_penalty, valid)
 
 
@@ -270,7 +240,7 @@ def summarize(scores: QueryScores, max_rank: int = 20) -> dict:
 
 
 def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_pids, query_cams,
-                    gallery_cams, protocol: str, max_rank: int = 20) -> dict:
+                    gallery_cams, protocol: str | EvaluationProtocol, max_rank: int = 20) -> dict:
     """Evaluate from consecutive blocks of distance rows, never holding the whole matrix.
 
     Args:
@@ -279,13 +249,14 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
         gallery_pids: ``[G]`` identities.
         query_cams: ``[Q]`` camera numbers.
         gallery_cams: ``[G]`` camera numbers.
-        protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        protocol: ``"sysu"``, ``"regdb"``, ``"llcm"`` or a protocol object
+            (``lba_tf.evaluation.protocols``).
         max_rank: length of the CMC curve.
 
     Returns:
         The dict of ``summarize``.
     """
-    check_protocol(protocol)
+    protocol = get_protocol(protocol)
     if max_rank < 1:
         raise ValueError(f"max_rank must be >= 1, got {max_rank}")
     query_pids, query_cams = _as_vectors(query_pids, query_cams, "query")
@@ -303,17 +274,19 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
                              f"at row {start}")
         for offset in range(0, chunk.shape[0], rows):
             block = slice(start + offset, min(start + offset + rows, stop))
+            keep = protocol.keep_mask(query_pids[block], query_cams[block], gallery_pids,
+                                      gallery_cams)
             blocks.append(score_queries(chunk[offset:offset + rows], query_pids[block],
-                                        gallery_pids, query_cams[block], gallery_cams,
-                                        protocol, gallery_codes))
+                                        gallery_pids, keep, protocol.collapse_identities,
+                                        gallery_codes))
         start = stop
     if start != len(query_pids):
         raise ValueError(f"distance blocks cover {start} rows, expected {len(query_pids)}")
     return summarize(QueryScores.concatenate(blocks), max_rank)
 
 
-def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams, protocol: str,
-             max_rank: int = 20) -> dict:
+def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams,
+             protocol: str | EvaluationProtocol, max_rank: int = 20) -> dict:
     """Evaluate a full ``[Q, G]`` distance matrix (smaller = more similar).
 
     Args:
@@ -322,7 +295,8 @@ def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams, protoc
         gallery_pids: ``[G]`` identities.
         query_cams: ``[Q]`` camera numbers.
         gallery_cams: ``[G]`` camera numbers.
-        protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        protocol: ``"sysu"``, ``"regdb"``, ``"llcm"`` or a protocol object
+            (``lba_tf.evaluation.protocols``).
         max_rank: length of the CMC curve.
 
     Returns:
@@ -364,7 +338,7 @@ def feature_distance_chunks(query_feats, gallery_feats,
 
 
 def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, query_cams,
-                      gallery_cams, protocol: str, max_rank: int = 20,
+                      gallery_cams, protocol: str | EvaluationProtocol, max_rank: int = 20,
                       chunk_size: int | None = None) -> dict:
     """Evaluate L2-normalised features with distance ``-q . g``, block by block.
 
@@ -378,7 +352,8 @@ def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, quer
         gallery_pids: ``[G]`` identities.
         query_cams: ``[Q]`` camera numbers.
         gallery_cams: ``[G]`` camera numbers.
-        protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        protocol: ``"sysu"``, ``"regdb"``, ``"llcm"`` or a protocol object
+            (``lba_tf.evaluation.protocols``).
         max_rank: length of the CMC curve.
         chunk_size: query rows per distance block; by default about
             ``DISTANCE_BLOCK_ELEMENTS`` distances. Does not change the result.
@@ -389,25 +364,6 @@ def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, quer
     chunks = feature_distance_chunks(query_feats, gallery_feats, chunk_size)
     return evaluate_chunks(chunks, query_pids, gallery_pids, query_cams, gallery_cams, protocol,
                            max_rank)
-
-
-def mean_over_trials(results: Sequence[dict]) -> dict:
-    """Average ``cmc``, ``mAP`` and ``mINP`` over the results of several trials.
-
-    Args:
-        results: dicts returned by ``evaluate`` (same ``max_rank``).
-
-    Returns:
-        ``{"cmc": [max_rank] float64, "mAP": float, "mINP": float, "num_trials": int}``.
-    """
-    if not results:
-        raise ValueError("no trial results to average")
-    return {
-        "cmc": np.mean(np.stack([np.asarray(r["cmc"], dtype=np.float64) for r in results]), 0),
-        "mAP": float(np.mean([r["mAP"] for r in results])),
-        "mINP": float(np.mean([r["mINP"] for r in results])),
-        "num_trials": len(results),
-    }
 
 
 def _as_vectors(pids, cams, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -176,7 +176,7 @@ def literal_gallery(root: str | os.PathLike, test_ids: Iterable[int], cameras: S
                     shots: str = "single") -> list[str]:
     """The random gallery of the protocol spec, drawn literally with the global ``random``.
 
-    The reference the readers are checked against: seed Python's ``random`` with the trial, then
+    The reference the protocols' galleries are checked against: seed Python's ``random`` with the trial, then
     for each test id (as 4 digits, sorted) and each camera folder in order that exists, take
     ``random.choice`` (single-shot) or ``random.sample(files, min(10, n))`` (multi-shot) of the
     folder's sorted file paths.

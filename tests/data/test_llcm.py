@@ -1,7 +1,6 @@
-"""LLCM reader: training lists, both query lists and the random galleries, on small trees."""
+"""LLCM reader: training lists and test identity folders, on small trees (splits: test_protocols)."""
 
 import os
-import random
 import re
 import shutil
 
@@ -10,11 +9,8 @@ import pytest
 from lba_tf.data.datasets.common import DatasetError, ListEntry
 from lba_tf.data.datasets.llcm import LLCM, parse_train_path
 from lba_tf.data.records import ImageRecord
-from tests.data.layouts import literal_gallery, llcm_name, small_llcm, write_llcm
-
-VIS = [f"test_vis/cam{c}" for c in (1, 2, 3, 4, 5, 6, 7, 8, 9)]
-NIR = [f"test_nir/cam{c}" for c in (1, 2, 4, 5, 6, 7, 8, 9)]
-TEST_IDS = [40, 20, 30]
+from lba_tf.evaluation.protocols import LLCMProtocol
+from tests.data.layouts import llcm_name, small_llcm, write_llcm
 
 
 @pytest.fixture
@@ -31,56 +27,21 @@ def test_training_set_follows_the_lists_with_their_labels(root):
                 for label, pid in enumerate((3, 8, 11)) for camera in cameras for k in (1, 2)]
     assert dataset.train == expected
     assert dataset.num_classes == 3
-    assert dataset.protocol == "llcm"
-    assert set(dataset.directions) == {"visible_to_infrared", "infrared_to_visible"}
+    assert dataset.protocol == LLCMProtocol("single")
+    assert set(dataset.protocol.directions) == {"visible_to_infrared", "infrared_to_visible"}
 
 
-# The side of each split that holds every test image of one modality: infrared_to_visible's
-# queries; visible_to_infrared's gallery (the LLCM authors' script ranks the visible set with
-# the drawn infrared images).
-EVERY = {"infrared_to_visible": "query", "visible_to_infrared": "gallery"}
-DRAWN = {"infrared_to_visible": "gallery", "visible_to_infrared": "query"}
-
-
-@pytest.mark.parametrize("direction,modality,cameras", [
-    # Test ids sorted 20, 30, 40; test id 30 lacks vis cam2, id 40 lacks nir cam4.
-    ("infrared_to_visible", "nir", {20: (2, 4, 9), 30: (2, 4, 9), 40: (2, 9)}),
-    ("visible_to_infrared", "vis", {20: (1, 2, 4), 30: (1, 4), 40: (1, 2, 4)}),
-])
-def test_one_side_is_every_test_image_of_a_modality(root, direction, modality, cameras):
-    (split,) = LLCM(root).test_splits(direction, 1)
-    kind = {"vis": "visible", "nir": "infrared"}[modality]
-    folder = f"test_{modality}/cam{{}}/{{:04d}}"
-    expected = [ImageRecord(f"{folder.format(c, pid)}/{llcm_name(pid, c, k, modality)}", pid, c, kind)
-                for pid in (20, 30, 40) for c in cameras[pid] for k in (1, 3, 12)]
-    assert list(getattr(split, EVERY[direction])) == expected
-
-
-@pytest.mark.parametrize("direction,cameras,size", [
-    ("infrared_to_visible", VIS, 3 + 2 + 3),
-    ("visible_to_infrared", NIR, 3 + 3 + 2),
-])
-@pytest.mark.parametrize("shots", ["single", "multi"])
-def test_drawn_side_equals_the_literal_global_random_procedure(root, direction, cameras, size, shots):
-    splits = LLCM(root, gallery_shots=shots).test_splits(direction, 10)
-    assert [s.trial for s in splits] == list(range(10))
-    for t, split in enumerate(splits):
-        drawn = getattr(split, DRAWN[direction])
-        reference = literal_gallery(root, TEST_IDS, cameras, t, shots)
-        assert [root + "/" + r.path for r in drawn] == reference
-        assert len(drawn) == size * (1 if shots == "single" else 3)
-        folder = {"visible": "test_vis", "infrared": "test_nir"}
-        assert all(r.path.startswith(f"{folder[r.modality]}/cam{r.camera}/{r.pid:04d}/") for r in drawn)
-    assert len({tuple(getattr(s, DRAWN[direction])) for s in splits}) > 1
-
-
-def test_gallery_leaves_the_global_random_state_alone(root):
-    dataset = LLCM(root)
-    random.seed(77)
-    expected = random.random()
-    random.seed(77)
-    dataset.test_splits("visible_to_infrared", 2)
-    assert random.random() == expected
+def test_test_images_are_the_test_identity_folders_of_every_camera(root):
+    dataset = LLCM(root, gallery_shots="multi")
+    assert dataset.protocol == LLCMProtocol("multi")
+    # Test ids sorted 20, 30, 40; id 30 lacks vis cam2, id 40 lacks nir cam4.
+    assert [f.path for f in dataset.test_images["visible"]] == [
+        f"test_vis/cam{c}/{pid:04d}" for pid, cameras in ((20, (1, 2, 4)), (30, (1, 4)), (40, (1, 2, 4)))
+        for c in cameras]
+    assert [f.path for f in dataset.test_images["infrared"]] == [
+        f"test_nir/cam{c}/{pid:04d}" for pid, cameras in ((20, (2, 4, 9)), (30, (2, 4, 9)), (40, (2, 9)))
+        for c in cameras]
+    assert all(f.modality == "infrared" for f in dataset.test_images["infrared"])
 
 
 @pytest.mark.parametrize("path,expected", [

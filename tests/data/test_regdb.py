@@ -1,4 +1,4 @@
-"""RegDB reader: one split's training set and both test directions, on small trees."""
+"""RegDB reader: one split's training set and test lists, on small trees (splits: test_protocols)."""
 
 import os
 import re
@@ -9,6 +9,7 @@ import pytest
 from lba_tf.data.datasets.common import DatasetError
 from lba_tf.data.datasets.regdb import RegDB
 from lba_tf.data.records import ImageRecord
+from lba_tf.evaluation.protocols import RegDBProtocol
 from tests.data.layouts import regdb_split, write_regdb
 
 IDS = [3, 5, 8, 13, 21, 34]
@@ -33,32 +34,16 @@ def test_training_set_is_the_split_files_visible_then_thermal(root, trial):
                 for rank, pid in enumerate(train) for k in (1, 2)]
     assert dataset.train == expected
     assert dataset.num_classes == 3
-    assert dataset.protocol == "regdb"
-    assert dataset.directions == ("visible_to_infrared", "infrared_to_visible")
+    assert dataset.protocol == RegDBProtocol(trial)
+    assert dataset.protocol.directions == ("visible_to_infrared", "infrared_to_visible")
 
 
-def test_visible_to_infrared_queries_test_visible_against_test_thermal(root):
-    (split,) = RegDB(root, trial=2).test_splits("visible_to_infrared", 1)
+def test_test_images_are_the_split_test_lists_in_file_order(root):
+    dataset = RegDB(root, trial=2)
     _, test = regdb_split(IDS, 2)
-    assert split.direction == "visible_to_infrared" and split.trial == 2
-    assert list(split.query) == [ImageRecord(_path("Visible", "v", pid, k), pid, 1, "visible")
-                                 for pid in test for k in (1, 2)]
-    assert list(split.gallery) == [ImageRecord(_path("Thermal", "t", pid, k), pid, 2, "infrared")
-                                   for pid in test for k in (1, 2)]
-
-
-def test_infrared_to_visible_swaps_the_roles_and_keeps_query_camera_1(root):
-    (split,) = RegDB(root, trial=2).test_splits("infrared_to_visible", 1)
-    _, test = regdb_split(IDS, 2)
-    assert list(split.query) == [ImageRecord(_path("Thermal", "t", pid, k), pid, 1, "infrared")
-                                 for pid in test for k in (1, 2)]
-    assert list(split.gallery) == [ImageRecord(_path("Visible", "v", pid, k), pid, 2, "visible")
-                                   for pid in test for k in (1, 2)]
-
-
-def test_more_trials_still_give_the_one_split_of_this_model(root):
-    splits = RegDB(root, trial=1).test_splits("visible_to_infrared", 10)
-    assert [s.trial for s in splits] == [1]
+    assert dataset.test_images == {
+        "visible": [ImageRecord(_path("Visible", "v", pid, k), pid, 1, "visible") for pid in test for k in (1, 2)],
+        "infrared": [ImageRecord(_path("Thermal", "t", pid, k), pid, 2, "infrared") for pid in test for k in (1, 2)]}
 
 
 def test_training_labels_are_renumbered_in_order(root):

@@ -76,7 +76,7 @@ def test_the_sysu_reader_reads_it(generated):
     assert {r.pid for r in dataset.train} == set(train + val)
     train_files = [f for f in pathlib.Path(generated).rglob("*.jpg") if int(f.parent.name) in train + val]
     assert len(dataset.train) == len(train_files)
-    (split,) = dataset.test_splits("infrared_to_visible", 1)
+    (split,) = dataset.protocol.test_splits(dataset.test_images, "infrared_to_visible", 1)
     assert {r.pid for r in split.query} == set(test)
     assert {r.camera for r in split.gallery} <= {1, 2}
 

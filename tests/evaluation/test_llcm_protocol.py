@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from lba_tf.data.datasets.llcm import LLCM
-from lba_tf.evaluation.metrics import mean_over_trials
-from lba_tf.evaluation.runner import describe_split, evaluate_model, format_table, score_split
+from lba_tf.evaluation.results import format_table, mean_over_trials
+from lba_tf.evaluation.runner import describe_split, evaluate_model, score_split
 from lba_tf.models.lba import LbAModel
 from tests.data.layouts import llcm_name, small_llcm, write_llcm
 
@@ -110,6 +110,11 @@ def authors_llcm(root, test_mode, trials):
     return [np.mean([t[i] for t in per_trial], axis=0) for i in range(3)]
 
 
+def llcm_splits(root, direction, trials):
+    dataset = LLCM(root)
+    return dataset.protocol.test_splits(dataset.test_images, direction, trials)
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return write_tree(tmp_path_factory.mktemp("llcm") / "LLCM")
@@ -118,31 +123,31 @@ def root(tmp_path_factory):
 @pytest.mark.parametrize("direction,test_mode", [("infrared_to_visible", [1, 2]),
                                                  ("visible_to_infrared", [2, 1])])
 def test_both_directions_equal_the_authors_computation(root, direction, test_mode):
-    splits = LLCM(root).test_splits(direction, 10)
+    splits = llcm_splits(root, direction, 10)
     features = {r.path: feature_of(r.path) for s in splits for r in (*s.query, *s.gallery)}
     ours = mean_over_trials([score_split(s, features, "llcm") for s in splits])
     cmc, mean_ap, mean_inp = authors_llcm(root, test_mode, 10)
     # Same features, same ranking (no ties among random vectors): only the float32 scoring and the
     # order of summation differ, below 1e-6 on values of order 1.
-    np.testing.assert_allclose(ours["cmc"], cmc, atol=1e-6)
-    assert ours["mAP"] == pytest.approx(mean_ap, abs=1e-6)
-    assert ours["mINP"] == pytest.approx(mean_inp, abs=1e-6)
+    np.testing.assert_allclose(ours.cmc, cmc, atol=1e-6)
+    assert ours.mAP == pytest.approx(mean_ap, abs=1e-6)
+    assert ours.mINP == pytest.approx(mean_inp, abs=1e-6)
     assert 0.0 < cmc[0] < cmc[-1] <= 1.0
 
 
 def test_visible_queries_ranking_the_drawn_infrared_images_is_another_number(root):
     # What the name suggests (each visible image ranks the drawn infrared set) is not what the
     # LLCM authors compute; the parity above would fail on it.
-    splits = LLCM(root).test_splits("visible_to_infrared", 10)
+    splits = llcm_splits(root, "visible_to_infrared", 10)
     swapped = [dataclasses.replace(s, query=s.gallery, gallery=s.query) for s in splits]
     features = {r.path: feature_of(r.path) for s in splits for r in (*s.query, *s.gallery)}
     named = mean_over_trials([score_split(s, features, "llcm") for s in swapped])
     _, mean_ap, _ = authors_llcm(root, [2, 1], 10)
-    assert abs(named["mAP"] - mean_ap) > 0.01
+    assert abs(named.mAP - mean_ap) > 0.01
 
 
 def test_visible_to_infrared_drawn_infrared_images_rank_every_visible_image(root):
-    split = LLCM(root).test_splits("visible_to_infrared", 3)[2]
+    split = llcm_splits(root, "visible_to_infrared", 3)[2]
     visible, _, _ = authors_file_list(root, VIS_FOLDERS)
     drawn, _, _ = authors_file_list(root, NIR_FOLDERS, trial=2)
     assert [r.path for r in split.query] == drawn

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lba_tf.evaluation import metrics
-from lba_tf.evaluation.metrics import evaluate, evaluate_features, mean_over_trials
+from lba_tf.evaluation.metrics import evaluate, evaluate_features
+from lba_tf.evaluation.protocols import PROTOCOLS
 
 
 def reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, protocol, max_rank=20):
@@ -89,7 +90,7 @@ def assert_identical(result, expected):
     assert result["num_valid_queries"] == expected["num_valid_queries"]
 
 
-@pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
+@pytest.mark.parametrize("protocol", tuple(PROTOCOLS))
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("match_bias,quantize", [(0.0, False), (0.0, True), (0.6, False),
                                                  (0.6, True)])
@@ -100,7 +101,7 @@ def test_matches_per_query_reference(protocol, seed, match_bias, quantize):
     assert_same_result(evaluate(*case, protocol, max_rank=10), expected)
 
 
-@pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
+@pytest.mark.parametrize("protocol", tuple(PROTOCOLS))
 def test_large_gallery_with_early_matches_matches_reference(protocol):
     # Many gallery images and true matches near the top: only a short prefix gets sorted.
     case = random_case(protocol, seed=7, num_ids=150, match_bias=0.95, quantize=True)
@@ -108,7 +109,7 @@ def test_large_gallery_with_early_matches_matches_reference(protocol):
     assert_same_result(evaluate(*case, protocol), expected)
 
 
-@pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
+@pytest.mark.parametrize("protocol", tuple(PROTOCOLS))
 def test_query_blocks_give_identical_results(protocol, monkeypatch):
     case = random_case(protocol, seed=3, num_ids=40, match_bias=0.5, quantize=True)
     full = evaluate(*case, protocol)
@@ -120,7 +121,7 @@ def test_query_blocks_give_identical_results(protocol, monkeypatch):
         assert_identical(evaluate(*case, protocol), full)
 
 
-@pytest.mark.parametrize("protocol", metrics.PROTOCOLS)
+@pytest.mark.parametrize("protocol", tuple(PROTOCOLS))
 def test_features_path_equals_full_matrix(protocol):
     _, q_pids, g_pids, q_cams, g_cams = random_case(protocol, seed=5, num_ids=30)
     rng = np.random.default_rng(0)
@@ -278,16 +279,6 @@ def test_cmc_beyond_gallery_length_stays_at_final_value():
     np.testing.assert_array_equal(result["cmc"], [1, 1, 1, 1])
 
 
-def test_mean_over_trials_averages_each_metric():
-    trials = [{"cmc": np.array([0.5, 1.0]), "mAP": 0.25, "mINP": 0.5, "num_valid_queries": 4},
-              {"cmc": np.array([0.0, 0.5]), "mAP": 0.75, "mINP": 0.25, "num_valid_queries": 4}]
-    mean = mean_over_trials(trials)
-    np.testing.assert_allclose(mean["cmc"], [0.25, 0.75])
-    assert mean["mAP"] == pytest.approx(0.5)
-    assert mean["mINP"] == pytest.approx(0.375)
-    assert mean["num_trials"] == 2
-
-
 def test_rejects_bad_arguments():
     distances = np.zeros((1, 2))
     with pytest.raises(ValueError, match="unknown protocol"):
@@ -299,3 +290,18 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="chunk_size"):
         evaluate_features(np.ones((1, 2)), np.ones((2, 2)), [1], [1, 2], [1], [1, 2], "regdb",
                           chunk_size=0)
+
+
+def test_score_queries_takes_the_exclusion_mask_and_cmc_variant_as_arrays():
+    # Ranked ids 2, 2, 3, 1 for a query of id 1; the mask drops the second entry.
+    # Kept: 2, 3, 1 -> match at position 2 (plain), distinct ids 2, 3, 1 -> position 2 (collapsed).
+    # All kept: 2, 2, 3, 1 -> position 3 (plain), collapsed still 2.
+    distances, q_pids, g_pids = np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([1]), np.array([2, 2, 3, 1])
+    masked = np.array([[True, False, True, True]])
+    everything = np.ones((1, 4), bool)
+    assert metrics.score_queries(distances, q_pids, g_pids, masked, False).first_rank[0] == 2
+    assert metrics.score_queries(distances, q_pids, g_pids, everything, False).first_rank[0] == 3
+    assert metrics.score_queries(distances, q_pids, g_pids, everything, True).first_rank[0] == 2
+    scores = metrics.score_queries(distances, q_pids, g_pids, masked, True)
+    assert scores.average_precision[0] == pytest.approx(1 / 3)
+    assert scores.inverse_negative_penalty[0] == pytest.approx(1 / 3)

@@ -1,4 +1,4 @@
-"""Helpers shared by the dataset readers: errors, id and list files, identity folders, galleries.
+"""Helpers shared by the dataset readers: errors, id and list files, identity folders.
 
 Every check here fails loudly with a :class:`DatasetError` naming the offending path (and line),
 so that a damaged or misplaced dataset never trains or evaluates silently on the wrong images.
@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import re
 from typing import Iterable, Sequence
 
-from lba_tf.data.records import Direction, ImageRecord, Modality
-
-MULTI_SHOT_IMAGES = 10
-"""Images per identity and camera in a multi-shot gallery."""
+from lba_tf.data.records import IdentityFolder, ImageRecord, Modality
 
 CAMERA_FOLDER = re.compile(r"cam([0-9])")
 """A camera folder name, ``cam<digit>`` (use with ``fullmatch``)."""
@@ -39,29 +35,6 @@ class ListEntry:
     path: str
     label: int
     where: str
-
-
-@dataclasses.dataclass(frozen=True)
-class IdentityFolder:
-    """The images of one identity in one camera: ``<camera folder>/<pid as 4 digits>``.
-
-    Args:
-        path: the folder, relative to the dataset root (e.g. ``"cam3/0007"``).
-        pid: the identity.
-        camera: the camera number.
-        modality: ``"visible"`` or ``"infrared"``.
-        files: the folder's file names, sorted.
-    """
-
-    path: str
-    pid: int
-    camera: int
-    modality: Modality
-    files: tuple[str, ...]
-
-    def record(self, name: str) -> ImageRecord:
-        """The test record (label -1) of file ``name`` of this folder."""
-        return ImageRecord(f"{self.path}/{name}", self.pid, self.camera, self.modality)
 
 
 def require_dir(path: str) -> str:
@@ -167,48 +140,6 @@ def identity_folders(root: str, cameras: Sequence[str], modality: Modality,
                     raise DatasetError(f"{full}: empty identity folder")
                 folders.append(IdentityFolder(path, pid, camera_number(camera), modality, files))
     return folders
-
-
-def all_images(folders: Iterable[IdentityFolder]) -> tuple[ImageRecord, ...]:
-    """Every image of ``folders``, folder by folder, files in sorted order (the query lists)."""
-    return tuple(folder.record(name) for folder in folders for name in folder.files)
-
-
-def draw_gallery(folders: Sequence[IdentityFolder], trial: int, shots: str) -> tuple[ImageRecord, ...]:
-    """The random gallery of one trial, drawn as the VI-ReID literature draws it.
-
-    The draws are those of ``random.seed(trial)`` followed, folder by folder, by
-    ``random.choice(files)`` (single-shot) or ``random.sample(files, min(10, len(files)))``
-    (multi-shot), on a private generator so that the global ``random`` state is left untouched.
-
-    Args:
-        folders: the gallery identity folders in the protocol's order (sorted pid, then camera).
-        trial: the trial number, the seed.
-        shots: ``"single"`` or ``"multi"``.
-    """
-    if shots not in ("single", "multi"):
-        raise ValueError(f"gallery shots must be 'single' or 'multi', got {shots!r}")
-    rng = random.Random(trial)
-    gallery = []
-    for folder in folders:
-        if shots == "single":
-            names = [rng.choice(folder.files)]
-        else:
-            names = rng.sample(folder.files, min(MULTI_SHOT_IMAGES, len(folder.files)))
-        gallery.extend(folder.record(name) for name in names)
-    return tuple(gallery)
-
-
-def check_direction(direction: Direction, directions: Sequence[Direction], dataset: str) -> None:
-    """Raise ``ValueError`` unless ``direction`` is one of the dataset's evaluation directions."""
-    if direction not in directions:
-        raise ValueError(f"{dataset} is evaluated in {', '.join(directions)}; got direction {direction!r}")
-
-
-def check_trials(trials: int) -> None:
-    """Raise ``ValueError`` unless ``trials`` is a positive integer."""
-    if not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive integer, got {trials!r}")
 
 
 def check_both_modalities(train: Sequence[ImageRecord], source: str,

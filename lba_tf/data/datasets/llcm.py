@@ -1,4 +1,4 @@
-"""LLCM reader: training lists, and both directions over random galleries drawn as for SYSU-MM01."""
+"""LLCM reader: the training lists and the test identity folders its protocol splits."""
 
 from __future__ import annotations
 
@@ -8,19 +8,15 @@ import re
 from lba_tf.data.datasets.common import (
     CAMERA_FOLDER,
     DatasetError,
-    IdentityFolder,
     ListEntry,
-    all_images,
     check_both_modalities,
-    check_direction,
-    check_trials,
-    draw_gallery,
     identity_folders,
     read_id_file,
     read_list_file,
     require_dir,
 )
-from lba_tf.data.records import Direction, ImageRecord, Modality, TestSplit
+from lba_tf.data.records import IdentityFolder, ImageRecord, Modality
+from lba_tf.evaluation.protocols import LLCMProtocol
 
 VISIBLE_CAMERAS = tuple(f"test_vis/cam{c}" for c in (1, 2, 3, 4, 5, 6, 7, 8, 9))
 INFRARED_CAMERAS = tuple(f"test_nir/cam{c}" for c in (1, 2, 4, 5, 6, 7, 8, 9))
@@ -58,9 +54,10 @@ class LLCM:
     ``idx/test_id.txt`` (one line of comma-separated ids). Training records are the visible list
     then the infrared list, in file order; their labels are the listed labels renumbered in order
     to 0..num_classes-1 (unchanged when they already are), and each label must name one identity
-    in both lists. Both directions are evaluated as the LLCM authors' test script computes them
-    (see ``test_splits``): in each, one image per identity and camera is drawn from one
-    modality for trial ``t`` as for SYSU-MM01, and every test image of the other is used.
+    in both lists. ``test_images`` are the test identities' folders in every test_vis and test_nir
+    camera, which :class:`LLCMProtocol` splits as the LLCM authors' test script does: in each
+    direction, one image per identity and camera is drawn from one modality for trial ``t`` as for
+    SYSU-MM01, and every test image of the other is used.
 
     Args:
         root: the dataset folder.
@@ -74,17 +71,12 @@ class LLCM:
     Examples:
 
     >>> dataset = LLCM("data/LLCM")  # doctest: +SKIP
-    >>> splits = dataset.test_splits("visible_to_infrared", 10)  # doctest: +SKIP
+    >>> splits = dataset.protocol.test_splits(dataset.test_images, "visible_to_infrared", 10)  # doctest: +SKIP
     """
 
-    protocol = "llcm"
-    directions: tuple[Direction, ...] = ("visible_to_infrared", "infrared_to_visible")
-
     def __init__(self, root: str, gallery_shots: str = "single"):
-        if gallery_shots not in ("single", "multi"):
-            raise ValueError(f"gallery_shots must be 'single' or 'multi', got {gallery_shots!r}")
+        self.protocol = LLCMProtocol(gallery_shots)
         self.root = str(root)
-        self.gallery_shots = gallery_shots
         require_dir(self.root)
         for folder in ("idx", "test_vis", "test_nir"):
             require_dir(os.path.join(self.root, folder))
@@ -96,11 +88,10 @@ class LLCM:
         overlap = sorted(set(test_ids) & {r.pid for r in self.train})
         if overlap:
             raise DatasetError(f"{idx}: identities {overlap} are listed for both training and test")
-        self._folders: dict[Modality, list[IdentityFolder]] = {
+        self.test_images: dict[Modality, list[IdentityFolder]] = {
             "visible": identity_folders(self.root, VISIBLE_CAMERAS, "visible", test_ids),
             "infrared": identity_folders(self.root, INFRARED_CAMERAS, "infrared", test_ids),
         }
-        self._every = {modality: all_images(folders) for modality, folders in self._folders.items()}
 
     def _training_set(self, visible_file: str, infrared_file: str) -> list[ImageRecord]:
         records, pid_of_label, label_of_pid = [], {}, {}
@@ -118,29 +109,3 @@ class LLCM:
         compact = {label: i for i, label in enumerate(sorted(pid_of_label))}
         return [ImageRecord(r.path, r.pid, r.camera, r.modality, compact[label_of_pid[r.pid]])
                 for r in records]
-
-    def test_splits(self, direction: Direction, trials: int) -> list[TestSplit]:
-        """The query and gallery of trials ``0 .. trials - 1``, the roles as they are scored.
-
-        Args:
-            direction: the LLCM authors' name of the direction.
-                ``"infrared_to_visible"`` (their ``test_mode = [1, 2]``): every test_nir image
-                (by pid, camera, file name) is a query ranking the gallery of one test_vis image
-                drawn per identity and camera.
-                ``"visible_to_infrared"`` (``test_mode = [2, 1]``): their script calls the test_vis
-                images the queries and the drawn test_nir images the gallery, but scores
-                ``-gallery @ query.T`` with the gallery's labels and cameras first, so each
-                drawn test_nir image ranks every test_vis image. The split says what is scored:
-                its ``query`` is the drawn test_nir images and its ``gallery`` every test_vis
-                image. The published LLCM "VIS to IR" numbers are this computation.
-            trials: the number of random draws.
-        """
-        check_direction(direction, self.directions, "LLCM")
-        check_trials(trials)
-        if direction == "infrared_to_visible":
-            return [TestSplit(direction, t, self._every["infrared"],
-                              draw_gallery(self._folders["visible"], t, self.gallery_shots))
-                    for t in range(trials)]
-        return [TestSplit(direction, t, draw_gallery(self._folders["infrared"], t, self.gallery_shots),
-                          self._every["visible"])
-                for t in range(trials)]

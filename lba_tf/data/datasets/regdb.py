@@ -1,20 +1,15 @@
-"""RegDB reader: one of the ten train/test splits, evaluated in both directions."""
+"""RegDB reader: one train/test split's training set and the test lists its protocol splits."""
 
 from __future__ import annotations
 
 import os
 
-from lba_tf.data.datasets.common import (
-    ListEntry,
-    check_both_modalities,
-    check_direction,
-    check_trials,
-    read_list_file,
-    require_dir,
-)
-from lba_tf.data.records import Direction, ImageRecord, Modality, TestSplit
+from lba_tf.data.datasets.common import ListEntry, check_both_modalities, read_list_file, require_dir
+from lba_tf.data.records import ImageRecord, Modality
+from lba_tf.evaluation.protocols import RegDBProtocol
 
-QUERY_CAMERA, GALLERY_CAMERA = 1, 2
+CAMERA: dict[str, int] = {"visible": 1, "thermal": 2}
+"""The camera number of each index file kind (RegDB's two sensors)."""
 _FILE_MODALITY: dict[str, Modality] = {"visible": "visible", "thermal": "infrared"}
 
 
@@ -24,8 +19,9 @@ class RegDB:
     ``Visible/<...>.bmp``, ``Thermal/<...>.bmp`` and ``idx/{train,test}_{visible,thermal}_{t}.txt``
     with lines ``<relative path> <label>``; the label is the identity. Training labels are the
     identities' labels renumbered in order to 0..num_classes-1 (unchanged when they already are).
-    Training records are visible (camera 1) then thermal (camera 2), in file order. In a test split
-    the queries count as camera 1 and the gallery as camera 2, so the protocol excludes nothing.
+    Training records are visible (camera 1) then thermal (camera 2), in file order. ``test_images``
+    are the split's test lists, ``{"visible": test_visible, "infrared": test_thermal}`` records in
+    file order, which :class:`RegDBProtocol` makes the queries and gallery of each direction.
 
     Args:
         root: the dataset folder.
@@ -38,16 +34,15 @@ class RegDB:
     Examples:
 
     >>> dataset = RegDB("data/RegDB", trial=3)  # doctest: +SKIP
-    >>> [s.trial for s in dataset.test_splits("visible_to_infrared", 1)]  # doctest: +SKIP
+    >>> splits = dataset.protocol.test_splits(dataset.test_images, "visible_to_infrared")  # doctest: +SKIP
+    >>> [s.trial for s in splits]  # doctest: +SKIP
     [3]
     """
-
-    protocol = "regdb"
-    directions: tuple[Direction, ...] = ("visible_to_infrared", "infrared_to_visible")
 
     def __init__(self, root: str, trial: int = 1):
         if not isinstance(trial, int) or not 1 <= trial <= 10:
             raise ValueError(f"RegDB trial must be an integer in 1..10, got {trial!r}")
+        self.protocol = RegDBProtocol(trial)
         self.root = str(root)
         self.trial = trial
         require_dir(self.root)
@@ -55,39 +50,20 @@ class RegDB:
             require_dir(os.path.join(self.root, folder))
         lists = {(split, kind): read_list_file(self._index_file(split, kind), self.root)
                  for split in ("train", "test") for kind in ("visible", "thermal")}
-        train = [self._record(entry, kind, camera)
-                 for kind, camera in (("visible", QUERY_CAMERA), ("thermal", GALLERY_CAMERA))
+        train = [self._record(entry, kind) for kind in ("visible", "thermal")
                  for entry in lists["train", kind]]
         check_both_modalities(
             train, f"{self._index_file('train', 'visible')} and {self._index_file('train', 'thermal')}")
         label_of = {pid: label for label, pid in enumerate(sorted({r.pid for r in train}))}
         self.train = [ImageRecord(r.path, r.pid, r.camera, r.modality, label_of[r.pid]) for r in train]
         self.num_classes = len(label_of)
-        self._test_lists = {kind: lists["test", kind] for kind in ("visible", "thermal")}
+        self.test_images: dict[Modality, list[ImageRecord]] = {
+            _FILE_MODALITY[kind]: [self._record(entry, kind) for entry in lists["test", kind]]
+            for kind in ("visible", "thermal")}
 
     def _index_file(self, split: str, kind: str) -> str:
         return os.path.join(self.root, "idx", f"{split}_{kind}_{self.trial}.txt")
 
     @staticmethod
-    def _record(entry: ListEntry, kind: str, camera: int) -> ImageRecord:
-        return ImageRecord(entry.path, entry.label, camera, _FILE_MODALITY[kind])
-
-    def test_splits(self, direction: Direction, trials: int = 1) -> list[TestSplit]:
-        """The test split of this reader's ``trial``, as a one-element list.
-
-        RegDB's splits are not random galleries: each split trains its own model, so ``trials``
-        (which must be at least 1) does not multiply anything here, and the split's ``trial`` is
-        the RegDB split number.
-
-        Args:
-            direction: ``"visible_to_infrared"`` (query test_visible, gallery test_thermal) or
-                ``"infrared_to_visible"`` (query test_thermal, gallery test_visible).
-            trials: accepted for the common interface; at least 1.
-        """
-        check_direction(direction, self.directions, "RegDB")
-        check_trials(trials)
-        query_kind, gallery_kind = (("visible", "thermal") if direction == "visible_to_infrared"
-                                    else ("thermal", "visible"))
-        query = tuple(self._record(e, query_kind, QUERY_CAMERA) for e in self._test_lists[query_kind])
-        gallery = tuple(self._record(e, gallery_kind, GALLERY_CAMERA) for e in self._test_lists[gallery_kind])
-        return [TestSplit(direction, self.trial, query, gallery)]
+    def _record(entry: ListEntry, kind: str) -> ImageRecord:
+        return ImageRecord(entry.path, entry.label, CAMERA[kind], _FILE_MODALITY[kind])
