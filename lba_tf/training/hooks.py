@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import keras
 import tensorflow as tf
 
-from lba_tf.evaluation.runner import format_table, summarize_result
+from lba_tf.evaluation.results import format_table
 from lba_tf.log import logger
 
 
@@ -170,7 +170,7 @@ class LastWeights(Hook):
 def best_score(results: Mapping) -> float:
     """The rule that picks the best weights: rank-1 of the dataset's first direction, ties broken
     by its mAP (both in percent)."""
-    row = summarize_result(next(iter(results.values())).mean)
+    row = next(iter(results.values())).mean.row()
     return row["rank1"] + 1e-3 * row["mAP"]
 
 
@@ -182,7 +182,8 @@ class Evaluation(Hook):
     protocols), so they are saved as ``weights/best`` and labelled as such, never reported by default.
 
     Args:
-        evaluate: runs the protocol on the current model; returns ``{direction: result}``.
+        evaluate: runs the protocol on the current model; returns ``{direction: DirectionResult}``
+            (see ``lba_tf.evaluation.results``).
         every: epochs between evaluations.
         epochs: the run's number of epochs (the last one is always evaluated).
         writer: a ``tf.summary`` writer for ``eval/<direction>/<metric>``.
@@ -205,7 +206,7 @@ class Evaluation(Hook):
         self.evaluated_at = step
         with self.writer.as_default(step=step):
             for direction, result in self.results.items():
-                row = summarize_result(result.mean)
+                row = result.mean.row()
                 for key in ("rank1", "mAP", "mINP"):
                     tf.summary.scalar(f"eval/{direction}/{key}", row[key])
 

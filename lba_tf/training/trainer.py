@@ -13,7 +13,8 @@ from lba_tf.config import Config, check_initialisation
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.data.pipeline import distributed_dataset_fn, load_images, training_dataset
 from lba_tf.data.sampler import IdentitySampler
-from lba_tf.evaluation.runner import evaluate_model, results_json
+from lba_tf.evaluation.results import results_json
+from lba_tf.evaluation.runner import evaluate_model
 from lba_tf.log import logger
 from lba_tf.models.lba import build_model
 from lba_tf.run_dir import RunDir

@@ -1,0 +1,134 @@
+"""Each of the training loop's hooks on its own, with stand-ins for what it acts on."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lba_tf.evaluation.results import DirectionResult, Metrics
+from lba_tf.run_dir import RunDir
+from lba_tf.training.hooks import (Checkpoints, Evaluation, Figures, LastWeights, NonFiniteStop, Progress,
+                                   Summaries, TrainingDiverged, best_score)
+
+
+def _result(rank1, mAP):
+    """A direction's result of one trial with the given rank-1 and mAP (percent)."""
+    trial = Metrics(np.array([rank1 / 100] + [1.0] * 19), mAP / 100, 0.1)
+    return DirectionResult("infrared_to_visible", [trial], chance=trial)
+
+
+def _scalars(logdir):
+    events = EventAccumulator(str(logdir), size_guidance={"tensors": 0}).Reload()
+    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"]}
+
+
+def test_non_finite_total_stops_naming_step_epoch_and_checkpoint():
+    hook = NonFiniteStop(steps_per_epoch=4, last_checkpoint=lambda: "ckpt-8")
+    hook.after_step(9, {"total": 1.5})
+    with pytest.raises(TrainingDiverged, match=r"^non-finite loss at step 10 \(epoch 3\): total=nan, id=1.0; "
+                                               r"last good checkpoint: ckpt-8$"):
+        hook.after_step(10, {"total": math.nan, "id": 1.0})
+    with pytest.raises(TrainingDiverged, match="last good checkpoint: none"):
+        NonFiniteStop(4, lambda: None).after_step(1, {"total": math.inf})
+
+
+def test_summaries_write_every_log_and_the_rate_of_the_step_taken(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    hook = Summaries(writer, learning_rate=lambda step: 0.1 if step < 2 else 0.01)
+    for step in (1, 2, 3):
+        hook.after_step(step, {"total": float(step), "accuracy": 0.5})
+    writer.flush()
+    scalars = _scalars(tmp_path)
+    assert [v for _, v in scalars["train/total"]] == [1.0, 2.0, 3.0]
+    # step 2 is the second step taken (0-based index 1): still the first rate
+    assert scalars["train/lr"] == [(1, pytest.approx(0.1)), (2, pytest.approx(0.1)), (3, pytest.approx(0.01))]
+    assert "train/accuracy" in scalars
+
+
+def test_progress_bar_counts_steps_within_the_epoch(caplog):
+    hook = Progress(steps_per_epoch=3, epochs=2, learning_rate=lambda step: 0.1, verbose=False)
+    with caplog.at_level("INFO", logger="lba_tf"):
+        hook.before_epoch(1, 3)
+    assert "epoch 2/2 (lr 0.10000)" in caplog.text
+    hook.after_step(4, {"total": 1.0})
+    assert hook._bar._seen_so_far == 1
+
+
+def test_checkpoints_every_n_steps_at_epoch_ends_and_at_the_stop_never_twice():
+    saved = []
+    hook = Checkpoints(saved.append, every=3, start=0)
+    for step in range(1, 7):
+        hook.after_step(step, {})
+        if step % 2 == 0:
+            hook.after_epoch(step // 2 - 1, step)
+    hook.after_train(7)
+    hook.after_train(7)
+    assert saved == [2, 3, 4, 6, 7]
+
+
+def test_a_resumed_run_does_not_save_again_at_its_start():
+    saved = []
+    Checkpoints(saved.append, every=5, start=10).after_train(10)
+    assert saved == []
+
+
+def test_figures_and_last_weights_follow_the_epochs():
+    drawn, weights = [], []
+    figures, last = Figures(drawn.append), LastWeights(weights.append)
+    for epoch, step in ((0, 2), (1, 4)):
+        figures.after_epoch(epoch, step)
+        last.after_epoch(epoch, step)
+    last.after_train(5)
+    assert drawn == [2, 4] and weights == ["last", "last", "last"]
+
+
+def test_best_score_is_rank1_then_map_of_the_first_direction():
+    results = {"infrared_to_visible": _result(40.0, 30.0), "visible_to_infrared": _result(90.0, 90.0)}
+    assert best_score(results) == pytest.approx(40.0 + 0.03)
+    assert best_score({"a": _result(40.0, 31.0)}) > best_score({"a": _result(40.0, 30.0)})
+
+
+def test_evaluation_runs_on_its_epochs_keeps_the_best_on_test_and_evaluates_at_the_stop(tmp_path):
+    run = RunDir(tmp_path / "run")
+    scores = iter([10.0, 30.0, 20.0, 25.0])
+    evaluations, saved = [], []
+
+    def evaluate():
+        evaluations.append(len(evaluations))
+        return {"infrared_to_visible": _result(next(scores), 0.0)}
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+    hook = Evaluation(evaluate, every=2, epochs=5, writer=writer, run=run, save_weights=saved.append)
+    for epoch in range(5):  # evaluated after epochs 2, 4 and the last, 5
+        hook.after_epoch(epoch, 2 * (epoch + 1))
+    assert len(evaluations) == 3
+    assert saved == ["best", "best"]  # 10 then 30; 20 is not better
+    assert run.read_best() == {"score": 30.0, "step": 8, "chosen_on": "the test set"}
+    hook.after_train(10)  # just evaluated at step 10: not again
+    assert len(evaluations) == 3
+    hook.after_train(11)  # stopped elsewhere: the final weights are evaluated
+    assert len(evaluations) == 4 and hook.results["infrared_to_visible"].mean.cmc[0] == 0.25
+    writer.flush()
+    assert [step for step, _ in _scalars(tmp_path / "tb")["eval/infrared_to_visible/rank1"]] == [4, 8, 10, 11]
+
+
+def test_a_resumed_evaluation_knows_the_best_so_far(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.write_best(50.0, 6)
+    saved = []
+    hook = Evaluation(lambda: {"d": _result(40.0, 0.0)}, every=1, epochs=3, writer=tf.summary.create_noop_writer(),
+                      run=run, save_weights=saved.append)
+    hook.after_epoch(3, 8)
+    assert saved == [] and run.read_best()["score"] == 50.0
+
+
+def test_without_any_evaluation_the_stop_still_leaves_best_weights(tmp_path):
+    run = RunDir(tmp_path / "run")
+    saved = []
+    hook = Evaluation(lambda: {"d": _result(1.0, 0.0)}, every=10, epochs=10, writer=tf.summary.create_noop_writer(),
+                      run=run, save_weights=saved.append)
+    hook.after_train(3)
+    assert saved == ["best"]
