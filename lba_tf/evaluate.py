@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from lba_tf.data.datasets.registry import build_dataset
-    from lba_tf.evaluation.runner import evaluate_model, format_table, results_json
+    from lba_tf.evaluation.results import format_table, results_json
+    from lba_tf.evaluation.runner import evaluate_model
     from lba_tf.log import logger
     from lba_tf.models.lba import build_model
     from lba_tf.runtime import set_tf32

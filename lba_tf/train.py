@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logger.info("run directory: %s", run.path)
 
-    from lba_tf.evaluation.runner import format_table  # heavy imports after the config is valid
+    from lba_tf.evaluation.results import format_table  # heavy imports after the config is valid
     from lba_tf.training.trainer import Trainer, TrainingDiverged
 
     trainer = Trainer(config, run, cache_dir=args.cache_dir)

@@ -64,11 +64,6 @@ def mean_over_trials(trials: Sequence[Metrics]) -> Metrics:
                    float(np.mean([t.mAP for t in trials])), float(np.mean([t.mINP for t in trials])))
 
 
-def summarize_result(result: Metrics | Mapping) -> dict[str, float]:
-    """The percent row (``Metrics.row``) of a ``Metrics`` or of a dict of ``evaluate``."""
-    return (result if isinstance(result, Metrics) else Metrics.of(result)).row()
-
-
 def chance_level(split: TestSplit, protocol: str | EvaluationProtocol, max_rank: int = 20,
                  draws: int = CHANCE_DRAWS) -> Metrics:
     """What learning must beat: the mean metrics of ``draws`` random rankings of ``split``.

@@ -14,20 +14,10 @@ from lba_tf.data.records import MODALITY_INDEX, ImageRecord, ReIDDataset, TestSp
 from lba_tf.evaluation.metrics import evaluate
 from lba_tf.evaluation.protocols import EvaluationProtocol, split_labels
 from lba_tf.evaluation.rerank import k_reciprocal_rerank
-from lba_tf.evaluation.results import (
-    DirectionResult,
-    Metrics,
-    chance_level,
-    format_table,
-    mean_over_trials,
-    results_json,
-    summarize_result,
-)
+from lba_tf.evaluation.results import DirectionResult, Metrics, chance_level, mean_over_trials
 from lba_tf.log import logger
 
-__all__ = ["describe_split", "evaluate_model", "extract_features", "score_split",
-           # The results, where the training loop and the CLIs have found them:
-           "DirectionResult", "format_table", "results_json", "summarize_result"]
+__all__ = ["describe_split", "evaluate_model", "extract_features", "score_split"]
 
 _EMBED_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 

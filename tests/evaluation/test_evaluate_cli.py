@@ -8,7 +8,8 @@ import pytest
 from lba_tf.config import load_config
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.evaluate import main
-from lba_tf.evaluation.runner import evaluate_model, results_json
+from lba_tf.evaluation.results import results_json
+from lba_tf.evaluation.runner import evaluate_model
 from lba_tf.models.lba import build_model
 from lba_tf.run_dir import RunDir
 from tests.tiny import TINY_OVERRIDES, set_args
