@@ -1,9 +1,10 @@
-"""TorchBatchNormalization: training outputs and running statistics equal torch's BatchNorm."""
+"""TorchBatchNormalization: training outputs and running statistics equal torch's BatchNorm; config."""
 
 import numpy as np
 import pytest
 
 from lba_tf.models.batchnorm import TorchBatchNormalization
+from tests.models.harness import run_config_round_trip_test
 
 
 def test_unbiased_running_variance_by_hand():
@@ -49,3 +50,9 @@ def test_matches_torch_batchnorm2d_over_several_training_steps():
     x = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(bn(x.transpose(0, 2, 3, 1), training=False).numpy(),
                                tbn(torch.tensor(x)).detach().numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_config_round_trip():
+    bn = TorchBatchNormalization(momentum=0.5, epsilon=1e-3)
+    clone = run_config_round_trip_test(bn)
+    assert (clone.momentum, clone.epsilon) == (0.5, 1e-3)

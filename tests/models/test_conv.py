@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from lba_tf.models.conv import Conv2D, conv2d_valid_stride1, fast_gradient_applies, input_gradient
 from lba_tf.runtime import onednn_enabled
+from tests.models.harness import run_config_round_trip_test
 
 
 def _gradients(conv, x, kernel, upstream):
@@ -97,3 +98,9 @@ def test_layer_matches_keras_conv2d_in_float32():
         results.append(tape.gradient(loss, [x, layer.kernel]))
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5 * float(tf.reduce_max(tf.abs(want))))
+
+
+def test_config_round_trip():
+    clone = run_config_round_trip_test(Conv2D(8, 3, strides=2, padding="same", use_bias=False))
+    assert isinstance(clone, Conv2D)
+    assert (clone.filters, clone.strides, clone.padding, clone.use_bias) == (8, (2, 2), "same", False)

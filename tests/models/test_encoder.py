@@ -1,6 +1,5 @@
 """Two-stream encoder: stem routing, single-modality batches, torch parity, .keras round trip."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +7,7 @@ import tensorflow as tf
 from lba_tf.models.encoder import TwoStreamEncoder
 from lba_tf.models.heads import GeMPooling
 from lba_tf.tools.import_torch import assign_torchvision_resnet
+from tests.models.harness import run_keras_file_test
 from tests.torch_reference.parity import TOLERANCE, l2_normalize, nhwc, relative_error
 
 
@@ -136,14 +136,7 @@ def test_keras_file_round_trip(tmp_path):
     encoder = _tiny_encoder()
     images = _images((3, 32, 16, 3), 5)
     modality = np.array([0, 1, 1], np.int32)
-    path = tmp_path / "encoder.keras"
-    encoder.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, TwoStreamEncoder)
-    assert loaded.get_config() == encoder.get_config()
-    expected, actual = encoder(images, modality), loaded(images, modality)
-    for name in ("layer3", "layer4"):
-        np.testing.assert_array_equal(actual[name], expected[name])
+    run_keras_file_test(encoder, lambda model: model(images, modality), tmp_path)
 
 
 @pytest.mark.parametrize("depth, width, size", [(50, 16, (64, 32)), (18, 16, (70, 35))])

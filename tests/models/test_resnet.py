@@ -10,6 +10,7 @@ import pytest
 from lba_tf.models.encoder import TwoStreamEncoder
 from lba_tf.models.resnet import ResNetBody, ResNetStem, feature_channels
 from lba_tf.tools.import_torch import assign_torchvision_resnet
+from tests.models.harness import run_config_round_trip_test
 from tests.torch_reference.parity import TOLERANCE, nhwc, relative_error
 
 
@@ -81,10 +82,9 @@ def test_layer4_runs_on_its_own():
 
 def test_body_config_round_trip():
     body = ResNetBody(depth=34, width=8, last_stride=2)
-    clone = ResNetBody.from_config(body.get_config())
+    clone = run_config_round_trip_test(body)
     clone.build((None, None, None, 8))
     body.build((None, None, None, 8))
-    assert clone.get_config() == body.get_config()
     assert [w.shape for w in clone.weights] == [w.shape for w in body.weights]
 
 
