@@ -1,1 +1,1 @@
-"""Losses: batch-hard triplet, identity cross-entropy, dense triplet of the alignment."""
+"""Losses: batch-hard triplet, identity cross-entropy, dense triplet; composed by ``LbAModel.loss_terms``."""

@@ -1,9 +1,10 @@
-"""CMAlign: dense cross-modal alignment of RGB and IR feature maps (training only).
+"""CMAlign: dense cross-modal correspondences and reconstructions of RGB and IR feature maps.
 
 Every image of a batch ``[RGB (PK); IR (PK)]`` is matched densely to a positive image (same
 identity, other modality) and a negative image (other identity, other modality); the warped
-targets give reconstructions ``R+`` and ``R-`` of the query's feature map, which feed the dense
-triplet loss and, for ``R+``, the ID-consistency heads.
+targets give reconstructions ``R+`` and ``R-`` of the query's feature map. The dense triplet
+loss (``lba_tf.losses.dense_triplet``) and, for ``R+``, the ID-consistency heads are computed
+from them where the model composes its losses. Training only.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import random
 
 import keras
 import tensorflow as tf
-
-from lba_tf.losses.dense_triplet import REDUCTIONS, dense_triplet_loss
 
 MINMAX_EPS = 1e-12
 NORMALIZE_EPS = 1e-12
@@ -177,20 +176,19 @@ def co_attention(matching: tf.Tensor, mask_query: tf.Tensor, mask_target: tf.Ten
 
 @keras.saving.register_keras_serializable(package="lba_tf")
 class CrossModalAlignment(keras.layers.Layer):
-    """CMAlign: dense RGB<->IR correspondences, reconstructions and the dense triplet loss.
+    """CMAlign: dense RGB<->IR correspondences and the reconstructions ``R+`` and ``R-``.
 
     Takes the feature maps of a whole batch ``[RGB (PK); IR (PK)]``, draws fresh random pairs on
-    every call (unless ``pairs`` is given) and returns the positive reconstruction ``R+`` with
-    the dense triplet loss between ``F_q``, ``R+`` and ``R-``. The correspondence computation
-    (normalise, similarity, softmax, warp) runs in float32 and, by default, XLA-compiled. The
-    layer behaves the same in training and inference; the model calls it only when training.
+    every call (unless ``pairs`` is given) and returns what the dense triplet loss, the
+    ID-consistency heads and the correspondence pictures need; it computes no loss. The
+    correspondence computation (normalise, similarity, softmax, warp) runs in float32 and, by
+    default, XLA-compiled. The layer behaves the same in training and inference; the model
+    calls it only when training.
 
     Args:
         num_identities: P, identities per batch.
         num_instances: K, images per identity and modality (needs ``P - 1 >= K``).
         temperature: softmax temperature ``tau`` of the matching probability.
-        margin: margin of the dense triplet hinge.
-        reduction: ``"paper"`` or ``"official"``, see ``dense_triplet_loss``.
         jit_compile: XLA-compile the correspondence computation.
         seed: integer seed of the pair sampler; ``None`` picks a random one. The sampler's
             state ``[seed, calls so far]`` is a non-trainable int64 weight, so Keras weight
@@ -199,21 +197,30 @@ class CrossModalAlignment(keras.layers.Layer):
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
     Call arguments:
-        features: ``[N, H, W, C]`` feature maps, ``N = 2PK`` when pairs are sampled.
+        features: ``[N, H, W, C]`` feature maps ``F_q``, ``N = 2PK`` when pairs are sampled.
         pairs: optional ``(pos, neg)`` int32 ``[N]`` target indices.
         training: unused; accepted for the Keras call convention.
 
     Returns:
-        A dict: ``"reconstruction"`` ``R+`` ``[N, H, W, C]`` in the input dtype,
-        ``"loss"`` float32 scalar, ``"matching"`` positive matching probability
-        ``[N, H*W, H*W]``, ``"comask"`` co-attention ``[N, H, W]``, ``"pairs"`` ``(pos, neg)``.
+        A dict:
+        ``"reconstruction"``: ``R+`` ``[N, H, W, C]`` in the input dtype, for the network
+        (the ID-consistency heads);
+        ``"query"``: ``F_q`` ``[N, H, W, C]`` in float32, the anchor of the dense triplet loss;
+        ``"reconstruction_pos"``, ``"reconstruction_neg"``: ``R+`` and ``R-`` ``[N, H, W, C]``
+        in float32, its positive and negative;
+        ``"matching"``: positive matching probability ``[N, H*W, H*W]``, float32;
+        ``"comask"``: co-attention ``[N, H, W]``, float32, no gradient;
+        ``"pairs"``: ``(pos, neg)`` int32 ``[N]``, the targets used.
 
     Examples:
 
     >>> align = CrossModalAlignment(num_identities=8, num_instances=4, seed=0)
     >>> out = align(tf.random.uniform([64, 18, 9, 32]))
-    >>> out["reconstruction"].shape, out["loss"].shape
-    (TensorShape([64, 18, 9, 32]), TensorShape([]))
+    >>> out["reconstruction"].shape, out["matching"].shape
+    (TensorShape([64, 18, 9, 32]), TensorShape([64, 162, 162]))
+    >>> from lba_tf.losses.dense_triplet import dense_triplet_loss
+    >>> loss = dense_triplet_loss(out["query"], out["reconstruction_pos"],
+    ...                           out["reconstruction_neg"], out["comask"])
     """
 
     def __init__(
@@ -221,21 +228,15 @@ class CrossModalAlignment(keras.layers.Layer):
         num_identities: int,
         num_instances: int,
         temperature: float = 50.0,
-        margin: float = 0.3,
-        reduction: str = "paper",
         jit_compile: bool = True,
         seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         check_batch_layout(num_identities, num_instances)
         self.num_identities = num_identities
         self.num_instances = num_instances
         self.temperature = temperature
-        self.margin = margin
-        self.reduction = reduction
         self.jit_compile = jit_compile
         self.seed = seed
         initial_seed = seed if seed is not None else random.randint(1, 10**9)
@@ -269,21 +270,13 @@ class CrossModalAlignment(keras.layers.Layer):
         )
         _, warped_neg = self._correspondence(query, tf.gather(query, neg), self.temperature)
         reconstruction_pos = reconstruct(mask, warped_pos, query)
-        reconstruction_neg = reconstruct(mask, warped_neg, query)
-        comask = co_attention(matching_pos, mask, tf.gather(mask, pos))
-        loss = dense_triplet_loss(
-            query,
-            reconstruction_pos,
-            reconstruction_neg,
-            comask,
-            margin=self.margin,
-            reduction=self.reduction,
-        )
         return {
             "reconstruction": tf.cast(reconstruction_pos, features.dtype),
-            "loss": loss,
+            "query": query,
+            "reconstruction_pos": reconstruction_pos,
+            "reconstruction_neg": reconstruct(mask, warped_neg, query),
             "matching": matching_pos,
-            "comask": comask,
+            "comask": co_attention(matching_pos, mask, tf.gather(mask, pos)),
             "pairs": (pos, neg),
         }
 
@@ -294,8 +287,6 @@ class CrossModalAlignment(keras.layers.Layer):
                 "num_identities": self.num_identities,
                 "num_instances": self.num_instances,
                 "temperature": self.temperature,
-                "margin": self.margin,
-                "reduction": self.reduction,
                 "jit_compile": self.jit_compile,
                 "seed": self.seed,
             }

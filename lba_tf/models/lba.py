@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from lba_tf.config import RANDOM_INIT
+from lba_tf.losses.dense_triplet import REDUCTIONS, dense_triplet_loss
 from lba_tf.losses.identity import identity_loss
 from lba_tf.losses.triplet import batch_hard_triplet_loss
 from lba_tf.models.alignment import CrossModalAlignment
@@ -22,10 +24,12 @@ LOSS_NAMES = ("id", "triplet", "ic3", "ic4", "dt3", "dt4", "total")
 class LbAModel(keras.Model):
     """Learning by Aligning (ICCV 2021) for visible-infrared person re-identification.
 
-    Training (:meth:`compute_losses`, :meth:`train_step`) takes the concatenated batch
-    [RGB (P*K); IR (P*K)], identity-major in each half. The baseline is ID + triplet; the full
-    method aligns layer3 and layer4 maps across modalities (CMAlign) and adds the
-    ID-consistency losses of the positive reconstructions and the dense triplet losses:
+    Training (:meth:`compute_losses`) takes the concatenated batch [RGB (P*K); IR (P*K)],
+    identity-major in each half: :meth:`training_outputs` runs the encoder, the heads and, in
+    the full method, CMAlign on the layer3 and layer4 maps; :meth:`loss_terms`, the one place
+    the losses are composed, turns those outputs into the losses. The baseline is
+    ID + triplet; the full method adds the ID-consistency losses of the positive
+    reconstructions and the dense triplet losses:
     ``ID + triplet + ic_w * (IC3 + IC4) + dt_w * (DT3 + DT4)``.
     Inference (:meth:`embed`, or calling the model on ``(images, modality)``) gives the pooled
     layer4 feature before the BNNeck, L2-normalised, each image through its modality's stem.
@@ -46,7 +50,9 @@ class LbAModel(keras.Model):
         dense_triplet_weight: weight of DT3 + DT4.
         id_consistency_weight: weight of IC3 + IC4.
         jit_compile_alignment: XLA-compile the correspondence computation.
-        seed: seed of the alignment's pair sampling.
+        seed: seed of the alignment's pair sampling; ``None`` picks a random one.
+
+    The defaults are the recipe of ``configs/base.yaml``.
 
     Examples:
 
@@ -63,6 +69,8 @@ class LbAModel(keras.Model):
         super().__init__(**kwargs)
         if method not in ("baseline", "full"):
             raise ValueError(f"method must be 'baseline' or 'full', got {method!r}")
+        if dt_reduction not in REDUCTIONS:
+            raise ValueError(f"dt_reduction must be one of {REDUCTIONS}, got {dt_reduction!r}")
         self.num_classes = int(num_classes)
         self.depth, self.width, self.last_stride = int(depth), int(width), int(last_stride)
         self.method = method
@@ -83,8 +91,8 @@ class LbAModel(keras.Model):
         self.alignment = None
         if method == "full":
             self.alignment = CrossModalAlignment(
-                num_identities, num_instances, temperature=temperature, margin=dense_triplet_margin,
-                reduction=dt_reduction, jit_compile=jit_compile_alignment, seed=seed, name="cmalign")
+                num_identities, num_instances, temperature=temperature,
+                jit_compile=jit_compile_alignment, seed=seed, name="cmalign")
 
     def build_for(self, height: int, width: int) -> "LbAModel":
         """Create every weight for ``height x width`` inputs (before ``load_weights``)."""
@@ -126,26 +134,27 @@ class LbAModel(keras.Model):
         pooled = self.pool(feature_map)
         return pooled, tf.cast(self.classifier(self.bnneck(pooled, training=training)), tf.float32)
 
-    def compute_losses(self, images: tf.Tensor, labels: tf.Tensor, training: bool = True,
-                       pairs: Mapping[str, Any] | None = None) -> dict[str, tf.Tensor]:
-        """Every loss component of one training batch.
+    def training_outputs(self, images: tf.Tensor, training: bool = True,
+                         pairs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The heads' and the alignment's outputs on one training batch (no loss).
 
         Args:
             images: float32 ``[2PK, H, W, 3]``, [RGB half; IR half], identity-major.
-            labels: int32 ``[2PK]`` training labels.
             training: BatchNorm mode (the recipe trains in training mode).
             pairs: optional explicit alignment pairs ``{"layer3": (pos, neg), "layer4": (pos, neg)}``,
                 int32 ``[2PK]`` indices into the batch; sampled at random when omitted.
 
         Returns:
-            A dict with the scalar losses of :data:`LOSS_NAMES` (``ic*``/``dt*`` in full mode),
-            ``logits`` ``[2PK, num_classes]``, ``pooled`` ``[2PK, D]``, and in full mode the
-            layer4 alignment's ``matching`` and ``reconstruction`` for visualisation.
+            A dict with ``pooled`` ``[2PK, D]`` (GeM of layer4) and its float32 ``logits``
+            ``[2PK, num_classes]``; in full mode also, each keyed by ``"layer3"`` and
+            ``"layer4"``: ``alignment``, the :class:`CrossModalAlignment` outputs on that
+            layer's maps; ``consistency_logits``, float32 logits of its positive reconstruction
+            (layer3's passed through layer4 first).
         """
         pairs = pairs or {}
         half = tf.shape(images)[0] // 2
         feats = self.encoder.forward_pair(images[:half], images[half:], training=training)
-        out: dict[str, tf.Tensor] = {}
+        out: dict[str, Any] = {}
         if self.alignment is not None:
             # The order of BNNeck calls follows the reference (IC3, IC4, then ID) so that its
             # running statistics see the same sequence of batches.
@@ -154,22 +163,63 @@ class LbAModel(keras.Model):
             _, logits3 = self._head(recon3, training)
             a4 = self.alignment(feats["layer4"], pairs=pairs.get("layer4"), training=training)
             _, logits4 = self._head(a4["reconstruction"], training)
-            out["ic3"] = identity_loss(logits3, labels)
-            out["ic4"] = identity_loss(logits4, labels)
-            out["dt3"] = tf.cast(a3["loss"], tf.float32)
-            out["dt4"] = tf.cast(a4["loss"], tf.float32)
-            out["matching"] = a4["matching"]
-            out["reconstruction"] = a4["reconstruction"]
-        pooled, logits = self._head(feats["layer4"], training)
-        out["id"] = identity_loss(logits, labels)
-        out["triplet"] = batch_hard_triplet_loss(tf.cast(pooled, tf.float32), labels, self.triplet_margin)
-        total = out["id"] + out["triplet"]
-        if self.alignment is not None:
-            total += self.id_consistency_weight * (out["ic3"] + out["ic4"])
-            total += self.dense_triplet_weight * (out["dt3"] + out["dt4"])
-        out["total"] = total
-        out["logits"] = logits
-        out["pooled"] = pooled
+            out["alignment"] = {"layer3": a3, "layer4": a4}
+            out["consistency_logits"] = {"layer3": logits3, "layer4": logits4}
+        out["pooled"], out["logits"] = self._head(feats["layer4"], training)
+        return out
+
+    def loss_terms(self, outputs: Mapping[str, Any], labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Every loss of one training batch from :meth:`training_outputs`, and their total.
+
+        Args:
+            outputs: the dict :meth:`training_outputs` returns.
+            labels: int32 ``[2PK]`` training labels.
+
+        Returns:
+            The float32 scalars of :data:`LOSS_NAMES` (``ic*``/``dt*`` when ``outputs`` holds
+            the alignment's).
+        """
+        losses: dict[str, tf.Tensor] = {}
+        aligned = "alignment" in outputs
+        if aligned:
+            for layer, suffix in (("layer3", "3"), ("layer4", "4")):
+                losses["ic" + suffix] = identity_loss(outputs["consistency_logits"][layer], labels)
+                alignment = outputs["alignment"][layer]
+                losses["dt" + suffix] = dense_triplet_loss(
+                    alignment["query"], alignment["reconstruction_pos"],
+                    alignment["reconstruction_neg"], alignment["comask"],
+                    margin=self.dense_triplet_margin, reduction=self.dt_reduction)
+        losses["id"] = identity_loss(outputs["logits"], labels)
+        losses["triplet"] = batch_hard_triplet_loss(
+            tf.cast(outputs["pooled"], tf.float32), labels, self.triplet_margin)
+        total = losses["id"] + losses["triplet"]
+        if aligned:
+            total += self.id_consistency_weight * (losses["ic3"] + losses["ic4"])
+            total += self.dense_triplet_weight * (losses["dt3"] + losses["dt4"])
+        losses["total"] = total
+        return losses
+
+    def compute_losses(self, images: tf.Tensor, labels: tf.Tensor, training: bool = True,
+                       pairs: Mapping[str, Any] | None = None) -> dict[str, tf.Tensor]:
+        """Every loss component of one training batch, with the outputs the trainer logs.
+
+        Args:
+            images: float32 ``[2PK, H, W, 3]``, [RGB half; IR half], identity-major.
+            labels: int32 ``[2PK]`` training labels.
+            training: BatchNorm mode (the recipe trains in training mode).
+            pairs: optional explicit alignment pairs, as in :meth:`training_outputs`.
+
+        Returns:
+            A dict with the scalar losses of :data:`LOSS_NAMES` (``ic*``/``dt*`` in full mode),
+            ``logits`` ``[2PK, num_classes]``, ``pooled`` ``[2PK, D]``, and in full mode the
+            layer4 alignment's ``matching`` and ``reconstruction`` for visualisation.
+        """
+        outputs = self.training_outputs(images, training=training, pairs=pairs)
+        out = self.loss_terms(outputs, labels)
+        out["logits"], out["pooled"] = outputs["logits"], outputs["pooled"]
+        if "alignment" in outputs:
+            out["matching"] = outputs["alignment"]["layer4"]["matching"]
+            out["reconstruction"] = outputs["alignment"]["layer4"]["reconstruction"]
         return out
 
     def get_config(self):

@@ -1,16 +1,18 @@
 """CMAlign: pair sampling invariants, parity with the float64 NumPy statement of the spec and with
-torch, XLA versus plain execution, gradients, seeding and configuration."""
+torch (its outputs and the dense triplet loss computed from them), XLA versus plain execution,
+gradients, seeding and configuration."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from lba_tf.losses.dense_triplet import dense_triplet_loss
 from lba_tf.models.alignment import (
     CrossModalAlignment,
     foreground_mask,
     sample_alignment_pairs,
 )
+from tests.models.harness import run_config_round_trip_test
 from tests.numpy_reference import alignment as reference
 
 P, K = 3, 2  # N = 2PK = 12 images: small, and P - 1 >= K.
@@ -28,6 +30,17 @@ def _features(seed, h, w, c, n=N):
 def _fixed_pairs():
     pos, neg = sample_alignment_pairs(P, K, tf.constant(PAIR_SEED))
     return pos.numpy(), neg.numpy()
+
+
+def _dense_triplet(out, reduction="paper"):
+    """The dense triplet loss of the layer's outputs, computed as the model composes it."""
+    return dense_triplet_loss(
+        out["query"],
+        out["reconstruction_pos"],
+        out["reconstruction_neg"],
+        out["comask"],
+        reduction=reduction,
+    )
 
 
 def _relative_error(got, expected):
@@ -125,8 +138,9 @@ def case(request):
 @pytest.mark.parametrize("reduction", ["paper", "official"])
 def test_matches_numpy_reference(case, reduction):
     features, pairs, expected = case
-    layer = CrossModalAlignment(P, K, reduction=reduction)
+    layer = CrossModalAlignment(P, K)
     out = layer(tf.constant(features), pairs=tuple(tf.constant(x) for x in pairs))
+    loss = _dense_triplet(out, reduction)
     expected_loss = reference.dense_triplet_loss(
         features.astype(np.float64),
         expected["reconstruction"],
@@ -138,7 +152,7 @@ def test_matches_numpy_reference(case, reduction):
     assert _relative_error(out["reconstruction"], expected["reconstruction"]) < 1e-5
     assert _relative_error(out["matching"], expected["matching"]) < 1e-5
     assert _relative_error(out["comask"], expected["comask"]) < 1e-5
-    assert _relative_error(out["loss"], expected_loss) < 1e-5
+    assert _relative_error(loss, expected_loss) < 1e-5
     # tau = 50 makes the matching sharp on these maps: rows are far from uniform.
     assert np.mean(np.max(expected["matching"], axis=-1)) > 10.0 / expected["matching"].shape[-1]
 
@@ -148,8 +162,9 @@ def test_xla_and_plain_execution_agree():
     pairs = tuple(tf.constant(x) for x in _fixed_pairs())
     compiled = CrossModalAlignment(P, K, jit_compile=True)(features, pairs=pairs)
     plain = CrossModalAlignment(P, K, jit_compile=False)(features, pairs=pairs)
-    for key in ("reconstruction", "matching", "comask", "loss"):
+    for key in ("reconstruction", "reconstruction_neg", "matching", "comask"):
         assert _relative_error(compiled[key], plain[key]) < 1e-5, key
+    assert _relative_error(_dense_triplet(compiled), _dense_triplet(plain)) < 1e-5
 
 
 @pytest.mark.torch
@@ -189,10 +204,8 @@ def test_official_reduction_matches_torch_forward():
     hinge = torch.clamp(0.3 + d_pos - d_neg, min=0.0)
     expected_loss = torch.mean(comask * hinge).item()  # [N,1,H,W] * [N,H,W] -> [N,N,H,W]
 
-    out = CrossModalAlignment(P, K, reduction="official")(
-        tf.constant(features), pairs=(tf.constant(pos), tf.constant(neg))
-    )
-    assert _relative_error(out["loss"], expected_loss) < 1e-5
+    out = CrossModalAlignment(P, K)(tf.constant(features), pairs=(tf.constant(pos), tf.constant(neg)))
+    assert _relative_error(_dense_triplet(out, "official"), expected_loss) < 1e-5
     expected_recon = recon_pos.numpy().transpose(0, 2, 3, 1)
     assert _relative_error(out["reconstruction"], expected_recon) < 1e-5
     assert _relative_error(out["comask"], comask[:, 0].numpy()) < 1e-5
@@ -209,8 +222,9 @@ def test_loss_and_reconstruction_have_finite_nonzero_gradients():
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(features)
         out = layer(features, pairs=pairs)
+        loss = _dense_triplet(out)
         projected = tf.reduce_sum(out["reconstruction"] * weights)
-    for target in (out["loss"], projected):
+    for target in (loss, projected):
         gradient = tape.gradient(target, features).numpy()
         assert np.all(np.isfinite(gradient)) and np.any(gradient != 0.0)
 
@@ -263,27 +277,31 @@ def test_mixed_precision_computes_in_float32(policy, dtype):
     pairs = tuple(tf.constant(x) for x in _fixed_pairs())
     mixed = CrossModalAlignment(P, K, dtype=policy)(features, pairs=pairs)
     full = CrossModalAlignment(P, K)(tf.cast(features, tf.float32), pairs=pairs)
+    mixed_loss = _dense_triplet(mixed)
     assert mixed["reconstruction"].dtype == dtype
-    assert mixed["loss"].dtype == mixed["matching"].dtype == mixed["comask"].dtype == tf.float32
-    np.testing.assert_allclose(mixed["loss"].numpy(), full["loss"].numpy(), rtol=1e-6)
+    assert mixed_loss.dtype == mixed["matching"].dtype == mixed["comask"].dtype == tf.float32
+    for key in ("query", "reconstruction_pos", "reconstruction_neg"):
+        assert mixed[key].dtype == tf.float32, key
+    np.testing.assert_allclose(mixed_loss.numpy(), _dense_triplet(full).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(
         mixed["reconstruction"].numpy(), tf.cast(full["reconstruction"], dtype).numpy()
     )
 
 
 def test_get_config_round_trip():
-    layer = CrossModalAlignment(
-        8, 4, temperature=20.0, margin=0.5, reduction="official", jit_compile=False, seed=5,
-        name="cmalign3",
-    )
-    config = layer.get_config()
-    clone = CrossModalAlignment.from_config(config)
-    assert clone.get_config() == config
-    assert (clone.temperature, clone.margin, clone.reduction) == (20.0, 0.5, "official")
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(revived, CrossModalAlignment) and revived.get_config() == config
+    layer = CrossModalAlignment(8, 4, temperature=20.0, jit_compile=False, seed=5, name="cmalign3")
+    clone = run_config_round_trip_test(layer)
+    assert (clone.temperature, clone.jit_compile, clone.seed) == (20.0, False, 5)
 
 
-def test_unknown_reduction_is_rejected():
-    with pytest.raises(ValueError, match="reduction"):
-        CrossModalAlignment(P, K, reduction="sum")
+def test_outputs_are_correspondences_and_reconstructions_not_a_loss():
+    features = tf.constant(_features(seed=8, h=6, w=3, c=8))
+    pairs = tuple(tf.constant(x) for x in _fixed_pairs())
+    out = CrossModalAlignment(P, K)(features, pairs=pairs)
+    assert set(out) == {
+        "reconstruction", "query", "reconstruction_pos", "reconstruction_neg", "matching",
+        "comask", "pairs",
+    }
+    np.testing.assert_array_equal(out["query"], features)
+    np.testing.assert_array_equal(out["reconstruction"], out["reconstruction_pos"])
+    np.testing.assert_array_equal(np.stack(out["pairs"]), np.stack(pairs))

@@ -1,14 +1,17 @@
-"""The LbA model: loss composition, gradients, explicit pairs, embeddings, .keras round trip."""
+"""The LbA model: loss composition, gradients, explicit pairs, embeddings, config and .keras round
+trips."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from lba_tf.config import load_config
+from lba_tf.losses.dense_triplet import dense_triplet_loss
 from lba_tf.losses.identity import identity_loss
 from lba_tf.losses.triplet import batch_hard_triplet_loss
 from lba_tf.models.alignment import sample_alignment_pairs
-from lba_tf.models.lba import LbAModel, build_model
-from lba_tf.config import load_config
+from lba_tf.models.lba import LOSS_NAMES, LbAModel, build_model
+from tests.models.harness import run_config_round_trip_test, run_keras_file_test
 
 P, K, H, W = 3, 2, 48, 24
 
@@ -77,6 +80,38 @@ def test_ic3_passes_the_layer3_reconstruction_through_layer4():
     np.testing.assert_allclose(out["ic3"].numpy(), identity_loss(logits3, labels).numpy(), rtol=1e-5)
 
 
+def test_dense_triplet_losses_come_from_the_alignment_outputs():
+    model = _model(dense_triplet_margin=0.2, dt_reduction="paper")
+    images, labels = _batch()
+    pairs = {"layer3": _pairs(1), "layer4": _pairs(2)}
+    out = model.compute_losses(images, labels, training=False, pairs=pairs)
+    feats = model.encoder.forward_pair(images[:P * K], images[P * K:], training=False)
+    for layer, name in (("layer3", "dt3"), ("layer4", "dt4")):
+        aligned = model.alignment(feats[layer], pairs=pairs[layer])
+        expected = dense_triplet_loss(feats[layer], aligned["reconstruction_pos"], aligned["reconstruction_neg"],
+                                      aligned["comask"], margin=0.2, reduction="paper")
+        np.testing.assert_allclose(out[name].numpy(), expected.numpy(), rtol=1e-5)
+
+
+def test_compute_losses_is_the_loss_terms_of_the_training_outputs():
+    model = _model()
+    images, labels = _batch()
+    pairs = {"layer3": _pairs(1), "layer4": _pairs(2)}
+    outputs = model.training_outputs(images, training=False, pairs=pairs)
+    assert set(outputs) == {"pooled", "logits", "alignment", "consistency_logits"}
+    assert not any("loss" in key for key in outputs["alignment"]["layer4"])
+    losses = model.loss_terms(outputs, labels)
+    assert set(losses) == set(LOSS_NAMES)
+    out = model.compute_losses(images, labels, training=False, pairs=pairs)
+    assert set(out) == set(LOSS_NAMES) | {"logits", "pooled", "matching", "reconstruction"}
+    for name in LOSS_NAMES:
+        assert out[name].numpy() == losses[name].numpy(), name
+    np.testing.assert_array_equal(out["matching"], outputs["alignment"]["layer4"]["matching"])
+    baseline = _model("baseline")
+    assert set(baseline.compute_losses(images, labels, training=False)) == {
+        "id", "triplet", "total", "logits", "pooled"}
+
+
 def test_every_trainable_variable_gets_a_finite_nonzero_gradient_in_full_mode():
     model = _model()
     images, labels = _batch()
@@ -116,19 +151,26 @@ def test_xla_and_plain_alignment_give_the_same_losses():
 
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
-    import keras
     model = _model()
     images, labels = _batch()
-    path = tmp_path / "lba.keras"
-    model.save(path)
-    again = keras.saving.load_model(path)
     modality = tf.constant([0, 1] * 6)
-    np.testing.assert_array_equal(model.embed(images, modality).numpy(), again.embed(images, modality).numpy())
     pairs = {"layer3": _pairs(1), "layer4": _pairs(2)}
-    a = model.compute_losses(images, labels, training=False, pairs=pairs)
-    b = again.compute_losses(images, labels, training=False, pairs=pairs)
-    assert a["total"].numpy() == b["total"].numpy()
-    assert again.get_config() == model.get_config()
+
+    def outputs(m):
+        losses = m.compute_losses(images, labels, training=False, pairs=pairs)
+        return m.embed(images, modality), {name: losses[name] for name in LOSS_NAMES}
+
+    run_keras_file_test(model, outputs, tmp_path)
+
+
+def test_config_round_trip_keeps_the_loss_settings():
+    model = LbAModel(num_classes=7, depth=18, width=8, num_identities=P, num_instances=K, temperature=20.0,
+                     dt_reduction="paper", triplet_margin=0.4, dense_triplet_margin=0.5,
+                     dense_triplet_weight=0.25, id_consistency_weight=2.0, jit_compile_alignment=False, seed=5)
+    clone = run_config_round_trip_test(model)
+    assert (clone.dt_reduction, clone.dense_triplet_margin, clone.triplet_margin) == ("paper", 0.5, 0.4)
+    assert (clone.dense_triplet_weight, clone.id_consistency_weight) == (0.25, 2.0)
+    assert (clone.alignment.temperature, clone.alignment.jit_compile, clone.alignment.seed) == (20.0, False, 5)
 
 
 def test_build_model_follows_the_config():
@@ -143,6 +185,12 @@ def test_build_model_follows_the_config():
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="method"):
         LbAModel(num_classes=3, method="fancy")
+
+
+@pytest.mark.parametrize("method", ["full", "baseline"])
+def test_unknown_dense_triplet_reduction_is_rejected(method):
+    with pytest.raises(ValueError, match="dt_reduction"):
+        LbAModel(num_classes=3, method=method, dt_reduction="sum")
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

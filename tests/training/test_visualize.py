@@ -1,8 +1,11 @@
-"""Correspondence pictures: warping with a known matching, and the drawn panel layout."""
+"""Correspondence pictures: warping with a known matching, the drawn panel layout, and the figure
+drawn from the alignment's outputs."""
 
 import numpy as np
+import tensorflow as tf
 
-from lba_tf.training.visualize import draw_correspondences, warp_image
+from lba_tf.models.lba import LbAModel
+from lba_tf.training.visualize import correspondence_figure, draw_correspondences, warp_image
 
 
 def _quadrants(h=8, w=4):
@@ -42,3 +45,15 @@ def test_panel_has_query_target_and_warp():
     np.testing.assert_array_equal(out[:, 8:], target)  # identity matching warps target onto itself
     lines = draw_correspondences(query, target, np.eye(4), (2, 2), top_k=4)
     assert (lines != out).any()
+
+
+def test_figure_from_the_alignment_leaves_the_training_pairs_alone():
+    model = LbAModel(num_classes=5, depth=18, width=8, num_identities=3, num_instances=2, seed=1)
+    model.build_for(32, 16)
+    images = tf.random.stateless_normal([12, 32, 16, 3], seed=[0, 1])
+    state = model.alignment.seed_state.numpy().copy()
+    figure = correspondence_figure(model, images)
+    assert figure.shape == (1, 32, 48, 3) and figure.dtype == np.uint8
+    np.testing.assert_array_equal(model.alignment.seed_state.numpy(), state)
+    baseline = LbAModel(num_classes=5, depth=18, width=8, method="baseline").build_for(32, 16)
+    assert correspondence_figure(baseline, images) is None
