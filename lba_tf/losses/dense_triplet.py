@@ -29,7 +29,7 @@ def dense_triplet_loss(
     negative: tf.Tensor,
     comask: tf.Tensor,
     margin: float = 0.3,
-    reduction: str = "paper",
+    reduction: str = "official",
 ) -> tf.Tensor:
     """Co-attention weighted triplet hinge at every position of a feature map.
 
@@ -46,10 +46,10 @@ def dense_triplet_loss(
         negative: ``[N, H, W, C]`` reconstructions from the negative targets ``R-``.
         comask: ``[N, H, W]`` co-attention weights ``c`` (the caller stops their gradient).
         margin: hinge margin.
-        reduction: ``"paper"``: mean over images and positions of ``c * h``. ``"official"``: the
-            value of the released code, where an ``[N, 1, H, W]`` mask times an ``[N, H, W]``
-            loss broadcasts to ``[N, N, H, W]``: the mean over positions of
-            ``mean_n c(n, p) * mean_n h(n, p)``.
+        reduction: ``"official"`` (the recipe's): the value of the released code, where an
+            ``[N, 1, H, W]`` mask times an ``[N, H, W]`` loss broadcasts to ``[N, N, H, W]``:
+            the mean over positions of ``mean_n c(n, p) * mean_n h(n, p)``. ``"paper"``: mean
+            over images and positions of ``c * h``.
 
     Returns:
         A float32 scalar.
