@@ -249,6 +249,7 @@ class CrossModalAlignment(keras.layers.Layer):
             aggregation="only_first_replica",
         )
         self._correspondence = _soft_correspondence_xla if jit_compile else soft_correspondence
+        self.built = True  # its one weight, made above, does not depend on the input's shape
 
     def next_seed(self) -> tf.Tensor:
         """The stateless seed ``[2]`` of this call; advances the state by one."""

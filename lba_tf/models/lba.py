@@ -222,6 +222,18 @@ class LbAModel(keras.Model):
             out["reconstruction"] = outputs["alignment"]["layer4"]["reconstruction"]
         return out
 
+    def train_step(self, data):
+        """One ``model.fit`` step: :func:`lba_tf.training.step.train_step`, the step the training
+        loop runs, with the optimizer given to ``compile``.
+
+        ``data`` is ``(images, labels)``, one whole P x K batch per replica (under a strategy,
+        feed ``fit`` a dataset distributed per replica, e.g. with
+        ``lba_tf.data.pipeline.distributed_dataset_fn``).
+        """
+        from lba_tf.training.step import train_step  # imported here: the training package builds on models
+
+        return train_step(self, self.optimizer, data)
+
     def get_config(self):
         config = super().get_config()
         config.update({
