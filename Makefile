@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 # `make test` runs the suite once in each, whatever this CPU's default; KERNELS=0 runs one.
 KERNELS ?= 0 1
 
-.PHONY: install install-torch test demo export bench help
+.PHONY: install install-torch test lint demo export bench help
 
 help:
 	@echo "make install        create .venv (Python 3.11) with the package and its test extra"
 	@echo "make install-torch  add the optional torch extra (weight import, parity tests)"
 	@echo "make test           run the test suite on CPU, oneDNN off then on (SLOW=1 adds the slow tests, KERNELS=0 one mode)"
+	@echo "make lint           ruff: lint and format check (configured in pyproject.toml)"
 	@echo "make demo           train on the built-in synthetic set, evaluate, export (minutes on a CPU)"
 	@echo "make export         export a run for TensorFlow Serving (RUN=dir, default: the newest finished demo run)"
 	@echo "make bench          run benchmarks/ and write benchmarks/results.md and .json (about 12 minutes)"
@@ -38,6 +39,10 @@ test: install
 	    || failed="$$failed $$mode"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== tests failed with TF_ENABLE_ONEDNN_OPTS=$$failed"; exit 1; fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: install
 	$(PY) -m lba_tf.train

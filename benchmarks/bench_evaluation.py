@@ -23,8 +23,8 @@ import time
 import tracemalloc
 
 import numpy as np
-
 from common import record, summarize
+
 from lba_tf.evaluation.metrics import evaluate, evaluate_features, feature_distance_chunks
 from lba_tf.evaluation.rerank import k_reciprocal_rerank
 from lba_tf.evaluation.results import Metrics, mean_over_trials
@@ -49,8 +49,9 @@ class Row:
     mAP: float
 
 
-def identity_features(rng: np.random.Generator, centroids: np.ndarray, pids: np.ndarray,
-                      separation: float) -> np.ndarray:
+def identity_features(
+    rng: np.random.Generator, centroids: np.ndarray, pids: np.ndarray, separation: float
+) -> np.ndarray:
     """L2-normalised float32 features ``[N, D]``: each identity's centroid plus noise.
 
     Two images of one identity have cosine similarity about ``separation / sqrt(D)``, that many
@@ -62,8 +63,7 @@ def identity_features(rng: np.random.Generator, centroids: np.ndarray, pids: np.
     return feats / np.linalg.norm(feats, axis=1, keepdims=True)
 
 
-def bench_sysu(rng: np.random.Generator, dim: int, separation: float,
-               rerank: bool) -> list[Row]:
+def bench_sysu(rng: np.random.Generator, dim: int, separation: float, rerank: bool) -> list[Row]:
     """Metrics of 10 SYSU-MM01-sized trials, then re-ranking of the first one."""
     centroids = rng.standard_normal((SYSU_TEST_IDS, dim), dtype=np.float32)
     q_pids = np.sort(rng.integers(0, SYSU_TEST_IDS, SYSU_QUERIES))
@@ -73,19 +73,28 @@ def bench_sysu(rng: np.random.Generator, dim: int, separation: float,
     has_folder[:, 0] = True
     g_pids, cam_index = np.nonzero(has_folder)
     g_cams = np.asarray(SYSU_GALLERY_CAMERAS)[cam_index]
-    galleries = [identity_features(rng, centroids, g_pids, separation)
-                 for _ in range(SYSU_TRIALS)]
+    galleries = [identity_features(rng, centroids, g_pids, separation) for _ in range(SYSU_TRIALS)]
     distmats = [-(query @ gallery.T) for gallery in galleries]
     start = time.perf_counter()
     results = [evaluate(d, q_pids, g_pids, q_cams, g_cams, "sysu") for d in distmats]
     seconds = time.perf_counter() - start
     mean = mean_over_trials([Metrics.of(r) for r in results])
-    rows = [Row(f"sysu: metrics, {SYSU_TRIALS} trials", SYSU_QUERIES, len(g_pids), seconds, None,
-                float(mean.cmc[0]), mean.mAP)]
+    rows = [
+        Row(
+            f"sysu: metrics, {SYSU_TRIALS} trials",
+            SYSU_QUERIES,
+            len(g_pids),
+            seconds,
+            None,
+            float(mean.cmc[0]),
+            mean.mAP,
+        )
+    ]
     if rerank:
         gallery = galleries[0]
-        squared = [np.maximum(2.0 - 2.0 * (a @ b.T), 0.0)
-                   for a, b in ((query, gallery), (query, query), (gallery, gallery))]
+        squared = [
+            np.maximum(2.0 - 2.0 * (a @ b.T), 0.0) for a, b in ((query, gallery), (query, query), (gallery, gallery))
+        ]
         tracemalloc.start()
         start = time.perf_counter()
         reranked = k_reciprocal_rerank(*squared)
@@ -93,13 +102,23 @@ def bench_sysu(rng: np.random.Generator, dim: int, separation: float,
         peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         result = evaluate(reranked, q_pids, g_pids, q_cams, g_cams, "sysu")
-        rows.append(Row("sysu: k-reciprocal re-ranking, 1 trial", SYSU_QUERIES, len(g_pids),
-                        seconds, peak_mb, float(result["cmc"][0]), result["mAP"]))
+        rows.append(
+            Row(
+                "sysu: k-reciprocal re-ranking, 1 trial",
+                SYSU_QUERIES,
+                len(g_pids),
+                seconds,
+                peak_mb,
+                float(result["cmc"][0]),
+                result["mAP"],
+            )
+        )
     return rows
 
 
-def bench_large(rng: np.random.Generator, num_queries: int, num_gallery: int, dim: int,
-                separation: float, chunk_size: int | None) -> list[Row]:
+def bench_large(
+    rng: np.random.Generator, num_queries: int, num_gallery: int, dim: int, separation: float, chunk_size: int | None
+) -> list[Row]:
     """Distances alone, then distances and metrics, for a large gallery in query blocks."""
     num_ids = num_gallery // 20
     centroids = rng.standard_normal((num_ids, dim), dtype=np.float32)
@@ -117,30 +136,45 @@ def bench_large(rng: np.random.Generator, num_queries: int, num_gallery: int, di
 
     tracemalloc.start()
     start = time.perf_counter()
-    result = evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams, "llcm",
-                               chunk_size=chunk_size)
+    result = evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams, "llcm", chunk_size=chunk_size)
     seconds = time.perf_counter() - start
     peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     rank1, mAP = float(result["cmc"][0]), result["mAP"]
-    return [Row(f"large: distances only (dim {dim})", num_queries, num_gallery,
-                distance_seconds, None, float("nan"), float("nan")),
-            Row("large: distances + metrics (llcm)", num_queries, num_gallery, seconds,
-                peak_mb, rank1, mAP)]
+    return [
+        Row(
+            f"large: distances only (dim {dim})",
+            num_queries,
+            num_gallery,
+            distance_seconds,
+            None,
+            float("nan"),
+            float("nan"),
+        ),
+        Row("large: distances + metrics (llcm)", num_queries, num_gallery, seconds, peak_mb, rank1, mAP),
+    ]
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'case':<38} {'queries':>8} {'gallery':>8} {'time (s)':>9} {'peak MB':>8} "
-          f"{'rank-1':>7} {'mAP':>7}")
+    print(f"{'case':<38} {'queries':>8} {'gallery':>8} {'time (s)':>9} {'peak MB':>8} {'rank-1':>7} {'mAP':>7}")
     for row in rows:
         peak = f"{row.peak_mb:8.1f}" if row.peak_mb is not None else f"{'-':>8}"
-        print(f"{row.case:<38} {row.queries:>8} {row.gallery:>8} {row.seconds:>9.3f} {peak} "
-              f"{row.rank1:>7.3f} {row.mAP:>7.3f}")
+        print(
+            f"{row.case:<38} {row.queries:>8} {row.gallery:>8} {row.seconds:>9.3f} {peak} "
+            f"{row.rank1:>7.3f} {row.mAP:>7.3f}"
+        )
 
 
-def run(dim: int = 2048, separation: float = 2.5, large_queries: int = 1000,
-        large_gallery: int = 100_000, chunk_size: int | None = None, skip_large: bool = False,
-        skip_rerank: bool = False, repeats: int = 1) -> dict:
+def run(
+    dim: int = 2048,
+    separation: float = 2.5,
+    large_queries: int = 1000,
+    large_gallery: int = 100_000,
+    chunk_size: int | None = None,
+    skip_large: bool = False,
+    skip_rerank: bool = False,
+    repeats: int = 1,
+) -> dict:
     """Every case ``repeats`` times on the same features; seconds are the median and spread."""
     runs = []
     for _ in range(repeats):
@@ -154,26 +188,40 @@ def run(dim: int = 2048, separation: float = 2.5, large_queries: int = 1000,
         row = dataclasses.asdict(case_rows[0])
         row["seconds"] = summarize([r.seconds for r in case_rows])
         table.append(row)
-    settings = {"dim": dim, "separation": separation, "large_queries": large_queries,
-                "large_gallery": large_gallery, "chunk_size": chunk_size, "repeats": repeats}
+    settings = {
+        "dim": dim,
+        "separation": separation,
+        "large_queries": large_queries,
+        "large_gallery": large_gallery,
+        "chunk_size": chunk_size,
+        "repeats": repeats,
+    }
     return record("evaluation", settings, table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2048, help="feature dimension")
-    parser.add_argument("--separation", type=float, default=2.5,
-                        help="same-identity similarity in standard deviations of the others'")
+    parser.add_argument(
+        "--separation", type=float, default=2.5, help="same-identity similarity in standard deviations of the others'"
+    )
     parser.add_argument("--large-queries", type=int, default=1000)
     parser.add_argument("--large-gallery", type=int, default=100_000)
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="query rows per block (default: the library's)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="query rows per block (default: the library's)")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every case (median time)")
     args = parser.parse_args()
-    result = run(args.dim, args.separation, args.large_queries, args.large_gallery,
-                 args.chunk_size, args.skip_large, args.skip_rerank, args.repeats)
+    result = run(
+        args.dim,
+        args.separation,
+        args.large_queries,
+        args.large_gallery,
+        args.chunk_size,
+        args.skip_large,
+        args.skip_rerank,
+        args.repeats,
+    )
     print_table([Row(**{**row, "seconds": row["seconds"]["median"]}) for row in result["rows"]])
 
 

@@ -24,20 +24,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # common first: it tunes the C allocator before TensorFlow loads (lba_tf.runtime)
-from common import current_rss_mb, markdown_table, proc_memory_mb, record  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from bench_serving import run_alternating, run_load, start_server  # noqa: E402
+from common import current_rss_mb, markdown_table, proc_memory_mb, record  # noqa: E402
+
 from lba_tf.export.saved_model import export_saved_model, sample_inputs  # noqa: E402
 from lba_tf.serving import client  # noqa: E402
 
 SIGNATURE = "embed_visible"
 
 
-def run(depth: int = 50, width: int = 64, image_size: tuple[int, int] = (288, 144),
-        batch_sizes: tuple[int, ...] = (1, 8, 16, 32), images: int = 64, min_requests: int = 3,
-        serve: bool = True) -> dict:
+def run(
+    depth: int = 50,
+    width: int = 64,
+    image_size: tuple[int, int] = (288, 144),
+    batch_sizes: tuple[int, ...] = (1, 8, 16, 32),
+    images: int = 64,
+    min_requests: int = 3,
+    serve: bool = True,
+) -> dict:
     """Time every batch size in-process and served.
 
     Args:
@@ -65,40 +71,65 @@ def run(depth: int = 50, width: int = 64, image_size: tuple[int, int] = (288, 14
             stub = client.connect(f"127.0.0.1:{port}")
         try:
             for batch in batch_sizes:
-                pixels = np.random.default_rng(batch).integers(0, 256, (batch, height, image_width, 3),
-                                                               np.uint8)
+                pixels = np.random.default_rng(batch).integers(0, 256, (batch, height, image_width, 3), np.uint8)
                 inputs = sample_inputs(SIGNATURE, pixels, np.zeros([batch], np.int32))
                 tensors = {k: tf.constant(v) for k, v in inputs.items()}
                 requests = max(min_requests, math.ceil(images / batch))
-                paths = {"in-process": lambda: function(**tensors)["embedding"].numpy()}
+                paths = {"in-process": lambda tensors=tensors: function(**tensors)["embedding"].numpy()}
                 if serve:
-                    paths["served"] = lambda: client.predict(stub, "lba", SIGNATURE, inputs)
+                    paths["served"] = lambda inputs=inputs: client.predict(stub, "lba", SIGNATURE, inputs)
                 for call in paths.values():
                     run_load(call, 1, 1)
                 stats = run_alternating(paths, 1, requests, rounds=min(requests, 5))
                 for name in paths:
-                    rows.append({"batch": batch, "path": name, "requests": requests,
-                                 "p50_ms": stats[name]["p50"], "p99_ms": stats[name]["p99"],
-                                 "images_per_s": stats[name]["requests_per_s"] * batch,
-                                 "errors": stats[name]["errors"]})
+                    rows.append(
+                        {
+                            "batch": batch,
+                            "path": name,
+                            "requests": requests,
+                            "p50_ms": stats[name]["p50"],
+                            "p99_ms": stats[name]["p99"],
+                            "images_per_s": stats[name]["requests_per_s"] * batch,
+                            "errors": stats[name]["errors"],
+                        }
+                    )
                 if serve:
-                    rows.append({"batch": batch, "path": "served / in-process",
-                                 "p50_ms": stats["served"]["p50"] / stats["in-process"]["p50"],
-                                 "p99_ms": stats["served"]["p99"] / stats["in-process"]["p99"],
-                                 "images_per_s": stats["served"]["requests_per_s"]
-                                 / stats["in-process"]["requests_per_s"]})
-            server_memory = ({"rss_mb": proc_memory_mb(process.pid, "VmRSS"),
-                              "peak_rss_mb": proc_memory_mb(process.pid, "VmHWM")} if serve else {})
+                    rows.append(
+                        {
+                            "batch": batch,
+                            "path": "served / in-process",
+                            "p50_ms": stats["served"]["p50"] / stats["in-process"]["p50"],
+                            "p99_ms": stats["served"]["p99"] / stats["in-process"]["p99"],
+                            "images_per_s": stats["served"]["requests_per_s"] / stats["in-process"]["requests_per_s"],
+                        }
+                    )
+            server_memory = (
+                {"rss_mb": proc_memory_mb(process.pid, "VmRSS"), "peak_rss_mb": proc_memory_mb(process.pid, "VmHWM")}
+                if serve
+                else {}
+            )
         finally:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
-    settings = {"model": f"LbA ResNet-{depth} width {width}", "image_size": list(image_size),
-                "signature": SIGNATURE, "clients": 1, "images_per_measurement": images,
-                "server": server_memory, "client_rss_mb": current_rss_mb()}
-    return record("inference", settings, rows,
-                  ["p50/p99 over the timed requests of one client (p99 of a few requests is "
-                   "their maximum); 'served / in-process' rows are ratios (latency, throughput)"])
+    settings = {
+        "model": f"LbA ResNet-{depth} width {width}",
+        "image_size": list(image_size),
+        "signature": SIGNATURE,
+        "clients": 1,
+        "images_per_measurement": images,
+        "server": server_memory,
+        "client_rss_mb": current_rss_mb(),
+    }
+    return record(
+        "inference",
+        settings,
+        rows,
+        [
+            "p50/p99 over the timed requests of one client (p99 of a few requests is "
+            "their maximum); 'served / in-process' rows are ratios (latency, throughput)"
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,8 +143,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-serve", action="store_true", help="only the in-process SavedModel")
     parser.add_argument("--json", help="write the result record here")
     args = parser.parse_args(argv)
-    result = run(args.depth, args.width, tuple(args.image_size), tuple(args.batch_sizes),
-                 args.images, args.min_requests, not args.no_serve)
+    result = run(
+        args.depth,
+        args.width,
+        tuple(args.image_size),
+        tuple(args.batch_sizes),
+        args.images,
+        args.min_requests,
+        not args.no_serve,
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

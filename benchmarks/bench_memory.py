@@ -23,7 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-
 from bench_serving import build_model, run_load, start_server  # noqa: E402
 from common import current_rss_mb, record  # noqa: E402
 
@@ -31,22 +30,46 @@ LEAK_TOLERANCE = 0.05
 """Largest allowed growth of the server's memory from 100 requests to the last reading."""
 
 
-def training_peak_rss(depth: int, width: int, image_size: tuple[int, int], method: str,
-                      P: int = 8, K: int = 4) -> dict:
+def training_peak_rss(depth: int, width: int, image_size: tuple[int, int], method: str, P: int = 8, K: int = 4) -> dict:
     """Peak RSS (MiB) of a fresh process that builds the model and runs 2 training steps."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "training.json")
-        subprocess.run([sys.executable, os.path.join(HERE, "bench_training.py"), "--depth", str(depth),
-                        "--width", str(width), "--image-size", *map(str, image_size), "-P", str(P),
-                        "-K", str(K), "--method", method, "--warmup", "1", "--steps", "1",
-                        "--matmul-size", "256", "--json", out], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(HERE, "bench_training.py"),
+                "--depth",
+                str(depth),
+                "--width",
+                str(width),
+                "--image-size",
+                *map(str, image_size),
+                "-P",
+                str(P),
+                "-K",
+                str(K),
+                "--method",
+                method,
+                "--warmup",
+                "1",
+                "--steps",
+                "1",
+                "--matmul-size",
+                "256",
+                "--json",
+                out,
+            ],
+            check=True,
+            capture_output=True,
+        )
         with open(out) as f:
             row = json.load(f)["rows"][0]
     return {"case": row["case"], "peak_rss_mb": row["peak_rss_mb"]}
 
 
-def serving_rss_curve(requests: int, checkpoints: tuple[int, ...], image_size: tuple[int, int],
-                      clients: int = 4) -> list[dict]:
+def serving_rss_curve(
+    requests: int, checkpoints: tuple[int, ...], image_size: tuple[int, int], clients: int = 4
+) -> list[dict]:
     """Server RSS after each checkpoint's number of batch-1 requests (``lba-tiny`` model)."""
     from lba_tf.export.saved_model import export_saved_model, sample_inputs
     from lba_tf.serving import client
@@ -64,34 +87,55 @@ def serving_rss_curve(requests: int, checkpoints: tuple[int, ...], image_size: t
                 if target > requests:
                     break
                 per_client = -(-(target - sent) // clients)
-                stats = run_load(lambda: client.predict(stub, "lba", "embed_visible", inputs),
-                                 clients, per_client)
+                stats = run_load(lambda: client.predict(stub, "lba", "embed_visible", inputs), clients, per_client)
                 sent += per_client * clients
                 errors += stats["errors"]
-                curve.append({"requests": sent, "server_rss_mb": current_rss_mb(process.pid),
-                              "errors": errors, "p50_ms": stats["p50"]})
+                curve.append(
+                    {
+                        "requests": sent,
+                        "server_rss_mb": current_rss_mb(process.pid),
+                        "errors": errors,
+                        "p50_ms": stats["p50"],
+                    }
+                )
         finally:
             process.terminate()
             process.wait(timeout=30)
     return curve
 
 
-def run(requests: int = 10_000, image_size: tuple[int, int] = (64, 32),
-        training: tuple = (18, 16, (64, 32), "full")) -> dict:
+def run(
+    requests: int = 10_000, image_size: tuple[int, int] = (64, 32), training: tuple = (18, 16, (64, 32), "full")
+) -> dict:
     """Training-step peak RSS and the serving RSS curve; the leak verdict in the notes."""
     case = training_peak_rss(*training)
     rows = [{"what": f"training step peak RSS ({case['case']})", "mb": case["peak_rss_mb"]}]
     checkpoints = (100, 1000, 2500, 5000, requests)
     curve = serving_rss_curve(requests, checkpoints, image_size)
-    rows += [{"what": f"server RSS after {point['requests']} requests", "mb": point["server_rss_mb"],
-              "errors": point["errors"], "p50_ms": point["p50_ms"]} for point in curve]
+    rows += [
+        {
+            "what": f"server RSS after {point['requests']} requests",
+            "mb": point["server_rss_mb"],
+            "errors": point["errors"],
+            "p50_ms": point["p50_ms"],
+        }
+        for point in curve
+    ]
     first, last = curve[0]["server_rss_mb"], curve[-1]["server_rss_mb"]
     growth = (last - first) / first
     verdict = "no leak" if growth <= LEAK_TOLERANCE else "LEAK"
-    notes = [f"server RSS {first:.1f} MiB after {curve[0]['requests']} requests, {last:.1f} MiB after "
-             f"{curve[-1]['requests']}: {growth:+.1%} ({verdict}; tolerance {LEAK_TOLERANCE:.0%})"]
-    settings = {"requests": requests, "image_size": list(image_size), "serving_model": "lba-tiny",
-                "training": list(training), "server_growth": growth, "leak": growth > LEAK_TOLERANCE}
+    notes = [
+        f"server RSS {first:.1f} MiB after {curve[0]['requests']} requests, {last:.1f} MiB after "
+        f"{curve[-1]['requests']}: {growth:+.1%} ({verdict}; tolerance {LEAK_TOLERANCE:.0%})"
+    ]
+    settings = {
+        "requests": requests,
+        "image_size": list(image_size),
+        "serving_model": "lba-tiny",
+        "training": list(training),
+        "server_growth": growth,
+        "leak": growth > LEAK_TOLERANCE,
+    }
     return record("memory", settings, rows, notes)
 
 
@@ -99,14 +143,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--image-size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
-    parser.add_argument("--training", nargs=5, default=("18", "16", "64", "32", "full"),
-                        metavar=("DEPTH", "WIDTH", "H", "W", "METHOD"),
-                        help="the training case whose peak RSS is measured")
+    parser.add_argument(
+        "--training",
+        nargs=5,
+        default=("18", "16", "64", "32", "full"),
+        metavar=("DEPTH", "WIDTH", "H", "W", "METHOD"),
+        help="the training case whose peak RSS is measured",
+    )
     parser.add_argument("--json", help="write the result record here")
     args = parser.parse_args(argv)
     depth, width, height, image_width, method = args.training
-    result = run(args.requests, tuple(args.image_size),
-                 (int(depth), int(width), (int(height), int(image_width)), method))
+    result = run(
+        args.requests, tuple(args.image_size), (int(depth), int(width), (int(height), int(image_width)), method)
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

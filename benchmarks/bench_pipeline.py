@@ -15,8 +15,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-
 from common import record, summarize  # noqa: E402
+
 from lba_tf.config import AugmentConfig  # noqa: E402
 from lba_tf.data.pipeline import training_dataset  # noqa: E402
 from lba_tf.data.records import ImageRecord  # noqa: E402
@@ -32,7 +32,9 @@ def synthetic_cache(identities: int, per_modality: int, height: int, width: int)
     """Records of ``identities`` x ``per_modality`` images per modality and random pixels for them."""
     records = [
         ImageRecord(f"{m}/{pid}_{i}.png", pid, 1 if m == "visible" else 3, m, pid)
-        for m in ("visible", "infrared") for pid in range(identities) for i in range(per_modality)
+        for m in ("visible", "infrared")
+        for pid in range(identities)
+        for i in range(per_modality)
     ]
     images = np.random.default_rng(0).integers(0, 256, (len(records), height, width, 3), np.uint8)
     return records, images
@@ -49,17 +51,32 @@ def images_per_second(images, sampler, augment, steps: int, warmup: int) -> floa
     return steps * sampler.batch_size / (time.perf_counter() - start)
 
 
-def run(height: int = 288, width: int = 144, identities: int = 32, per_modality: int = 10,
-        P: int = 8, K: int = 4, steps: int = 30, warmup: int = 5, repeats: int = 1) -> dict:
+def run(
+    height: int = 288,
+    width: int = 144,
+    identities: int = 32,
+    per_modality: int = 10,
+    P: int = 8,
+    K: int = 4,
+    steps: int = 30,
+    warmup: int = 5,
+    repeats: int = 1,
+) -> dict:
     """Images/s of every augmentation setting, each the median of ``repeats`` timings."""
     records, images = synthetic_cache(identities, per_modality, height, width)
     sampler = IdentitySampler(records, P, K, seed=0, steps_per_epoch=steps + warmup)
-    rows = [{"augment": name, "size": f"{height}x{width}", "batch": sampler.batch_size,
-             "images_per_s": summarize([images_per_second(images, sampler, augment, steps, warmup)
-                                        for _ in range(repeats)])}
-            for name, augment in SETTINGS.items()]
-    settings = {"height": height, "width": width, "P": P, "K": K, "steps": steps, "warmup": warmup,
-                "repeats": repeats}
+    rows = [
+        {
+            "augment": name,
+            "size": f"{height}x{width}",
+            "batch": sampler.batch_size,
+            "images_per_s": summarize(
+                [images_per_second(images, sampler, augment, steps, warmup) for _ in range(repeats)]
+            ),
+        }
+        for name, augment in SETTINGS.items()
+    ]
+    settings = {"height": height, "width": width, "P": P, "K": K, "steps": steps, "warmup": warmup, "repeats": repeats}
     return record("pipeline", settings, rows)
 
 
@@ -75,11 +92,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1, help="timings per setting (median)")
     args = parser.parse_args()
-    result = run(args.height, args.width, args.identities, args.per_modality, args.P, args.K,
-                 args.steps, args.warmup, args.repeats)
+    result = run(
+        args.height,
+        args.width,
+        args.identities,
+        args.per_modality,
+        args.P,
+        args.K,
+        args.steps,
+        args.warmup,
+        args.repeats,
+    )
     for row in result["rows"]:
-        print(f"{row['size']} batch {row['batch']} augment={row['augment']}: "
-              f"{row['images_per_s']['median']:.0f} images/s")
+        print(
+            f"{row['size']} batch {row['batch']} augment={row['augment']}: {row['images_per_s']['median']:.0f} images/s"
+        )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 Each case builds the model and optimizer of the recipe (``configs/base.yaml`` with the case's
 depth, width, image size, P, K and method), wraps the training step the trainer runs
-(``lba_tf.training.step.train_step``) in a ``tf.function`` (XLA on or off for the whole step) and times it on a fixed random batch of 2PK
-images, after warm-up. The FLOPs of one step are counted from the static shapes of the conv and
-matmul ops in the step's graph (forward, both gradients of every conv, and the functions it
-calls), so ``GFLOP/image x images/s`` is the achieved rate; over the rate of a large float32
-``tf.matmul`` measured in the same process it says how close the step is to the hardware.
+(``lba_tf.training.step.train_step``) in a ``tf.function`` (XLA on or off for the whole step)
+and times it on a fixed random batch of 2PK images, after warm-up. The FLOPs of one step are
+counted from the static shapes of the conv and matmul ops in the step's graph (forward, both
+gradients of every conv, and the functions it calls), so ``GFLOP/image x images/s`` is the
+achieved rate; over the rate of a large float32 ``tf.matmul`` measured in the same process it
+says how close the step is to the hardware.
 ``--profile`` traces one extra step with ``tf.profiler`` and sums op self-times by op type.
 
     python benchmarks/bench_training.py --preset small
@@ -31,10 +32,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # common first: it tunes the C allocator before TensorFlow loads (lba_tf.runtime)
-from common import (allocator_mode, count_graph_flops, op_category, peak_rss_mb,  # noqa: E402
-                    record, scale, summarize, time_calls)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import allocator_mode, count_graph_flops, op_category, peak_rss_mb, record, scale, summarize, time_calls  # noqa: E402
 
 from lba_tf.models.conv import GRADIENT_SCOPE, fast_gradient_applies, input_gradient  # noqa: E402
 
@@ -82,9 +82,11 @@ class Case:
 
     @property
     def name(self) -> str:
-        return (f"R{self.depth}w{self.width} {self.height}x{self.image_width} P{self.P}K{self.K} "
-                f"{self.method} xla={'on' if self.xla else 'off'} {self.precision}"
-                + ("" if self.conv_gradient == "auto" else f" {self.conv_gradient}-conv-grad"))
+        return (
+            f"R{self.depth}w{self.width} {self.height}x{self.image_width} P{self.P}K{self.K} "
+            f"{self.method} xla={'on' if self.xla else 'off'} {self.precision}"
+            + ("" if self.conv_gradient == "auto" else f" {self.conv_gradient}-conv-grad")
+        )
 
 
 def _other_gradient() -> str:
@@ -101,18 +103,20 @@ _LARGE = {
 PRESETS = {
     "large": list(_LARGE.values()),
     **{name: [case] for name, case in _LARGE.items()},
-    "small": [Case(depth=18, width=16, height=64, image_width=32, method=m, warmup=2, steps=8)
-              for m in ("full", "baseline")]
-    + [Case(depth=18, width=16, height=64, image_width=32, method="baseline", xla=True, warmup=2,
-            steps=8)]
-    + [Case(depth=18, width=16, height=64, image_width=32, method=m, precision="mixed_bfloat16",
-            warmup=1, steps=3) for m in ("full", "baseline")],
+    "small": [
+        Case(depth=18, width=16, height=64, image_width=32, method=m, warmup=2, steps=8) for m in ("full", "baseline")
+    ]
+    + [Case(depth=18, width=16, height=64, image_width=32, method="baseline", xla=True, warmup=2, steps=8)]
+    + [
+        Case(depth=18, width=16, height=64, image_width=32, method=m, precision="mixed_bfloat16", warmup=1, steps=3)
+        for m in ("full", "baseline")
+    ],
 }
 """``large``: the recipe's ResNet-50 at 288 x 144, P=8, K=4 (the full method also with the conv input
 gradient that is not this machine's default, for the ratio), and ``large_full``,
-``large_baseline``, ``large_other_gradient`` its cases one by one (``run_all.py`` runs each in a process of its own, and ``large_baseline``
-once more with ``LBA_TF_MALLOC=system`` for the allocator's ratio); ``small``: ResNet-18 width
-16 at 64 x 32.
+``large_baseline``, ``large_other_gradient`` its cases one by one (``run_all.py`` runs each in
+a process of its own, and ``large_baseline`` once more with ``LBA_TF_MALLOC=system`` for the
+allocator's ratio); ``small``: ResNet-18 width 16 at 64 x 32.
 
 The full method's step with XLA on is left out of ``small``: on this CPU its compilation had not
 finished after 5 minutes (``--method full --xla on`` measures it).
@@ -123,17 +127,24 @@ def recipe_config(case: Case):
     """``configs/base.yaml`` with the case's model and batch."""
     from lba_tf.config import load_config
 
-    return load_config(os.path.join(ROOT, "configs", "base.yaml"), [
-        f"model.depth={case.depth}", f"model.width={case.width}", f"model.method={case.method}",
-        f"data.image_height={case.height}", f"data.image_width={case.image_width}",
-        f"data.num_identities={case.P}", f"data.num_instances={case.K}",
-        f"train.precision={case.precision}"])
+    return load_config(
+        os.path.join(ROOT, "configs", "base.yaml"),
+        [
+            f"model.depth={case.depth}",
+            f"model.width={case.width}",
+            f"model.method={case.method}",
+            f"data.image_height={case.height}",
+            f"data.image_width={case.image_width}",
+            f"data.num_identities={case.P}",
+            f"data.num_instances={case.K}",
+            f"train.precision={case.precision}",
+        ],
+    )
 
 
 def synthetic_batch(case: Case, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     """Random normalised images ``[2PK, H, W, 3]`` and identity-major labels ``[2PK]``."""
-    images = tf.random.stateless_normal([2 * case.P * case.K, case.height, case.image_width, 3],
-                                        seed=[seed, 0])
+    images = tf.random.stateless_normal([2 * case.P * case.K, case.height, case.image_width, 3], seed=[seed, 0])
     labels = np.tile(np.repeat(np.arange(case.P, dtype=np.int32), case.K), 2)
     return images, tf.constant(labels)
 
@@ -247,8 +258,12 @@ def summarize_profile(times: dict[tuple[str, str], float], top: int = 12) -> dic
         ranked = sorted(values.items(), key=lambda kv: -kv[1])[:limit]
         return [{"name": k, "seconds": v, "share": v / total} for k, v in ranked]
 
-    return {"op_seconds": total, "top_ops": shares(by_type, top), "categories": shares(by_category),
-            "phases": shares(by_phase)}
+    return {
+        "op_seconds": total,
+        "top_ops": shares(by_type, top),
+        "categories": shares(by_category),
+        "phases": shares(by_phase),
+    }
 
 
 def profile_step(step, batch) -> dict:
@@ -285,25 +300,25 @@ def _measure_case(case: Case) -> dict:
     first = time.perf_counter()
     float(step(batch)["total"])
     first_step = time.perf_counter() - first
-    row: dict = {"case": case.name, "images_per_step": images_per_step,
-                 "conv_gradient": "fast" if fast_gradient_applies() else "native"}
+    row: dict = {
+        "case": case.name,
+        "images_per_step": images_per_step,
+        "conv_gradient": "fast" if fast_gradient_applies() else "native",
+    }
     seconds = time_calls(lambda: float(step(batch)["total"]), case.steps, warmup=max(case.warmup - 1, 0))
     row["step_seconds"] = summarize(seconds)
     row["images_per_s"] = scale(row["step_seconds"], images_per_step, invert=True)
     row["gflop_per_image"] = flops["total"] / images_per_step / 1e9
     # per op type as the timed step runs them (its conv input gradients may be matmuls)
-    row["gflop_by_op"] = {k: v / images_per_step / 1e9
-                          for k, v in count_graph_flops(timed_graph)["by_type"].items()}
+    row["gflop_by_op"] = {k: v / images_per_step / 1e9 for k, v in count_graph_flops(timed_graph)["by_type"].items()}
     row["uncounted_ops"] = len(flops["unknown"])
     row["achieved_gflops"] = scale(row["images_per_s"], row["gflop_per_image"])
     row["trace_seconds"] = trace_seconds
     row["first_step_seconds"] = first_step
     if case.forward:
         images, labels = batch
-        forward = tf.function(lambda x, y: model.compute_losses(x, y, training=True)["total"],
-                              jit_compile=case.xla)
-        row["forward_seconds"] = summarize(
-            time_calls(lambda: float(forward(images, labels)), case.steps, warmup=1))
+        forward = tf.function(lambda x, y: model.compute_losses(x, y, training=True)["total"], jit_compile=case.xla)
+        row["forward_seconds"] = summarize(time_calls(lambda: float(forward(images, labels)), case.steps, warmup=1))
     row["peak_rss_mb"] = peak_rss_mb()  # the steps alone, before the profiler's
     if case.profile:
         row["profile"] = profile_step(step, batch)
@@ -311,8 +326,9 @@ def _measure_case(case: Case) -> dict:
     return row
 
 
-def run(cases: list[Case] | None = None, preset: str = "small", matmul_size: int = 2048,
-        matmul_repeats: int = 5) -> dict:
+def run(
+    cases: list[Case] | None = None, preset: str = "small", matmul_size: int = 2048, matmul_repeats: int = 5
+) -> dict:
     """Measure the matmul rate, every case, then the matmul rate again; the result record.
 
     Each row's ``efficiency`` is its achieved GFLOP/s over the median of all matmul samples.
@@ -332,17 +348,26 @@ def run(cases: list[Case] | None = None, preset: str = "small", matmul_size: int
     for row in rows:
         if "achieved_gflops" in row:
             row["efficiency"] = row["achieved_gflops"]["median"] / rate["median"]
-    settings = {"preset": label, "malloc": allocator_mode(),
-                "matmul": f"float32 {matmul_size}x{matmul_size} tf.matmul",
-                "matmul_gflops": rate, "matmul_gflops_before": before, "matmul_gflops_after": after,
-                "cases": [dataclasses.asdict(c) for c in cases]}
+    settings = {
+        "preset": label,
+        "malloc": allocator_mode(),
+        "matmul": f"float32 {matmul_size}x{matmul_size} tf.matmul",
+        "matmul_gflops": rate,
+        "matmul_gflops_before": before,
+        "matmul_gflops_after": after,
+        "cases": [dataclasses.asdict(c) for c in cases],
+    }
     return record("training", settings, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="a set of cases (default: one case from the options below)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a set of cases (default: one case from the options below)",
+    )
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--image-size", type=int, nargs=2, default=(288, 144), metavar=("H", "W"))
@@ -350,10 +375,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-K", type=int, default=4)
     parser.add_argument("--method", choices=("full", "baseline"), nargs="+", default=["full"])
     parser.add_argument("--xla", choices=("off", "on"), nargs="+", default=["off"])
-    parser.add_argument("--precision", nargs="+", default=["float32"],
-                        choices=("float32", "mixed_bfloat16", "mixed_float16"))
-    parser.add_argument("--conv-gradient", nargs="+", default=["auto"], choices=("auto", "fast", "native", "other"),
-                        help="conv input gradient: this machine's default, lba_tf.models.conv's or TensorFlow's")
+    parser.add_argument(
+        "--precision", nargs="+", default=["float32"], choices=("float32", "mixed_bfloat16", "mixed_float16")
+    )
+    parser.add_argument(
+        "--conv-gradient",
+        nargs="+",
+        default=["auto"],
+        choices=("auto", "fast", "native", "other"),
+        help="conv input gradient: this machine's default, lba_tf.models.conv's or TensorFlow's",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--forward", action="store_true", help="also time the forward pass alone")
@@ -363,10 +394,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cases = None
     if args.preset is None:
-        cases = [Case(args.depth, args.width, *args.image_size, args.P, args.K, method, xla == "on",
-                      precision, args.warmup, args.steps, args.forward, args.profile, gradient)
-                 for method in args.method for xla in args.xla for precision in args.precision
-                 for gradient in args.conv_gradient]
+        cases = [
+            Case(
+                args.depth,
+                args.width,
+                *args.image_size,
+                args.P,
+                args.K,
+                method,
+                xla == "on",
+                precision,
+                args.warmup,
+                args.steps,
+                args.forward,
+                args.profile,
+                gradient,
+            )
+            for method in args.method
+            for xla in args.xla
+            for precision in args.precision
+            for gradient in args.conv_gradient
+        ]
     result = run(cases, args.preset or "small", args.matmul_size)
     if args.json:
         with open(args.json, "w") as f:
@@ -376,9 +424,11 @@ def main(argv: list[str] | None = None) -> None:
         if "error" in row:
             print(f"{row['case']}: {row['error']}")
             continue
-        print(f"{row['case']}: {row['images_per_s']['median']:.2f} images/s, "
-              f"{row['gflop_per_image']:.2f} GFLOP/image, "
-              f"{row['achieved_gflops']['median']:.1f} GFLOP/s, efficiency {row['efficiency']:.0%}")
+        print(
+            f"{row['case']}: {row['images_per_s']['median']:.2f} images/s, "
+            f"{row['gflop_per_image']:.2f} GFLOP/image, "
+            f"{row['achieved_gflops']['median']:.1f} GFLOP/s, efficiency {row['efficiency']:.0%}"
+        )
         if "profile" in row:
             for key in ("categories", "phases", "top_ops"):
                 print(f"  {key}: " + ", ".join(f"{e['name']} {e['share']:.0%}" for e in row["profile"][key]))

@@ -15,37 +15,130 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from lba_tf.runtime import ENV_VAR as MALLOC_ENV_VAR  # noqa: F401 (run_all sets it)
 from lba_tf.runtime import allocator_mode, onednn_enabled, tune_allocator
 
 tune_allocator()  # as the training and serving programs do; import this module before TensorFlow
 
-CONV_MATMUL_OPS = frozenset({
-    "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul", "BatchMatMul",
-    "BatchMatMulV2", "BatchMatMulV3", "_FusedConv2D", "_FusedMatMul"})
+CONV_MATMUL_OPS = frozenset(
+    {
+        "Conv2D",
+        "Conv2DBackpropInput",
+        "Conv2DBackpropFilter",
+        "MatMul",
+        "BatchMatMul",
+        "BatchMatMulV2",
+        "BatchMatMulV3",
+        "_FusedConv2D",
+        "_FusedMatMul",
+    }
+)
 """Op types whose FLOPs :func:`count_graph_flops` counts (the work a matmul unit does)."""
 
 _CATEGORIES = (
     ("conv/matmul", CONV_MATMUL_OPS),
-    ("batchnorm/elementwise", frozenset({
-        "Mul", "AddV2", "Add", "Sub", "RealDiv", "Rsqrt", "RsqrtGrad", "SquaredDifference",
-        "Relu", "ReluGrad", "Square", "Pow", "Neg", "Maximum", "Minimum", "AddN", "BiasAdd",
-        "BiasAddGrad", "Cast", "Exp", "Log", "Sqrt", "Reciprocal", "FusedBatchNormV3",
-        "FusedBatchNormGradV3", "DivNoNan", "Softmax", "LogSoftmax", "Sign", "Abs", "Greater",
-        "GreaterEqual", "Less", "Equal", "SelectV2", "Select", "ZerosLike", "OnesLike", "Fill",
-        "FloorDiv", "FloorMod", "Xlogy", "SparseSoftmaxCrossEntropyWithLogits"})),
+    (
+        "batchnorm/elementwise",
+        frozenset(
+            {
+                "Mul",
+                "AddV2",
+                "Add",
+                "Sub",
+                "RealDiv",
+                "Rsqrt",
+                "RsqrtGrad",
+                "SquaredDifference",
+                "Relu",
+                "ReluGrad",
+                "Square",
+                "Pow",
+                "Neg",
+                "Maximum",
+                "Minimum",
+                "AddN",
+                "BiasAdd",
+                "BiasAddGrad",
+                "Cast",
+                "Exp",
+                "Log",
+                "Sqrt",
+                "Reciprocal",
+                "FusedBatchNormV3",
+                "FusedBatchNormGradV3",
+                "DivNoNan",
+                "Softmax",
+                "LogSoftmax",
+                "Sign",
+                "Abs",
+                "Greater",
+                "GreaterEqual",
+                "Less",
+                "Equal",
+                "SelectV2",
+                "Select",
+                "ZerosLike",
+                "OnesLike",
+                "Fill",
+                "FloorDiv",
+                "FloorMod",
+                "Xlogy",
+                "SparseSoftmaxCrossEntropyWithLogits",
+            }
+        ),
+    ),
     ("reductions", frozenset({"Mean", "Sum", "Max", "Min", "Prod", "ArgMax", "ArgMin"})),
-    ("data movement", frozenset({
-        "Pad", "PadV2", "MirrorPad", "Tile", "Reshape", "Transpose", "ConcatV2", "Slice",
-        "StridedSlice", "StridedSliceGrad", "Identity", "Pack", "Unpack", "GatherV2",
-        "ScatterNd", "Squeeze", "ExpandDims", "BroadcastTo", "Split", "SplitV", "Reverse",
-        "ReverseV2", "DynamicStitch", "DynamicPartition", "TensorScatterUpdate", "_Recv", "_Send"})),
+    (
+        "data movement",
+        frozenset(
+            {
+                "Pad",
+                "PadV2",
+                "MirrorPad",
+                "Tile",
+                "Reshape",
+                "Transpose",
+                "ConcatV2",
+                "Slice",
+                "StridedSlice",
+                "StridedSliceGrad",
+                "Identity",
+                "Pack",
+                "Unpack",
+                "GatherV2",
+                "ScatterNd",
+                "Squeeze",
+                "ExpandDims",
+                "BroadcastTo",
+                "Split",
+                "SplitV",
+                "Reverse",
+                "ReverseV2",
+                "DynamicStitch",
+                "DynamicPartition",
+                "TensorScatterUpdate",
+                "_Recv",
+                "_Send",
+            }
+        ),
+    ),
     ("pooling", frozenset({"MaxPool", "MaxPoolGrad", "AvgPool", "AvgPoolGrad"})),
-    ("variables/optimizer", frozenset({
-        "ReadVariableOp", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp",
-        "ResourceApplyGradientDescent", "ResourceApplyKerasMomentum", "VarHandleOp"})),
+    (
+        "variables/optimizer",
+        frozenset(
+            {
+                "ReadVariableOp",
+                "AssignVariableOp",
+                "AssignAddVariableOp",
+                "AssignSubVariableOp",
+                "ResourceApplyGradientDescent",
+                "ResourceApplyKerasMomentum",
+                "VarHandleOp",
+            }
+        ),
+    ),
     ("xla cluster", frozenset({"XlaLaunch", "_XlaRun", "_XlaCompile", "XlaLaunchV2"})),
 )
 
@@ -73,8 +166,14 @@ def summarize(samples: Sequence[float]) -> dict:
         raise ValueError("summarize needs at least one sample")
     median = statistics.median(values)
     spread = (max(values) - min(values)) / median if median else 0.0
-    return {"median": median, "min": min(values), "max": max(values), "spread": spread,
-            "n": len(values), "samples": values}
+    return {
+        "median": median,
+        "min": min(values),
+        "max": max(values),
+        "spread": spread,
+        "n": len(values),
+        "samples": values,
+    }
 
 
 def scale(summary: Mapping, factor: float, invert: bool = False) -> dict:
@@ -103,8 +202,7 @@ def format_summary(summary: Mapping, digits: int = 3) -> str:
     f = f"{{:.{digits}g}}"
     if summary["n"] == 1:
         return f.format(summary["median"])
-    return (f"{f.format(summary['median'])} ({f.format(summary['min'])}-"
-            f"{f.format(summary['max'])}, n={summary['n']})")
+    return f"{f.format(summary['median'])} ({f.format(summary['min'])}-{f.format(summary['max'])}, n={summary['n']})"
 
 
 def peak_rss_mb() -> float:
@@ -227,8 +325,7 @@ def _cpu_info() -> tuple[str, list[str]]:
     except OSError:
         pass
     flags = fields.get("flags", "").split()
-    wanted = [f for f in flags if f in ("avx", "avx2", "fma", "f16c", "avx_vnni")
-              or f.startswith(("avx512", "amx"))]
+    wanted = [f for f in flags if f in ("avx", "avx2", "fma", "f16c", "avx_vnni") or f.startswith(("avx512", "amx"))]
     return fields.get("model name", platform.processor() or "unknown"), wanted
 
 
@@ -284,8 +381,11 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
     return "\n".join(lines)
 
 
-def record(bench: str, settings: Mapping, rows: Sequence[Mapping],
-           notes: Sequence[str] = ()) -> dict:
+def record(bench: str, settings: Mapping, rows: Sequence[Mapping], notes: Sequence[str] = ()) -> dict:
     """The dict every benchmark's ``run`` returns; its settings say which kernels ran."""
-    return {"bench": bench, "settings": {**settings, "onednn_enabled": onednn_enabled()},
-            "rows": list(rows), "notes": list(notes)}
+    return {
+        "bench": bench,
+        "settings": {**settings, "onednn_enabled": onednn_enabled()},
+        "rows": list(rows),
+        "notes": list(notes),
+    }

@@ -16,12 +16,21 @@ from lba_tf.runtime import tune_allocator
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE``, ``--set KEY=VALUE`` (repeatable) and ``--verbose``."""
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="YAML config (default: configs/synthetic.yaml, the built-in synthetic set)")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override a config value, parsed as YAML, e.g. --set train.lr=0.05 (repeatable)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="debug logs, and TensorFlow's own log output")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML config (default: configs/synthetic.yaml, the built-in synthetic set)",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a config value, parsed as YAML, e.g. --set train.lr=0.05 (repeatable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logs, and TensorFlow's own log output")
 
 
 def config_from_args(args: argparse.Namespace, default=None, implied=()) -> Config:
@@ -81,10 +90,13 @@ class WeightsSource:
 def add_weights_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """``--weights PATH`` (required; ``what`` is its help) and ``--best``."""
     parser.add_argument("--weights", required=True, metavar="PATH", help=what)
-    parser.add_argument("--best", action="store_true",
-                        help="with a run directory: weights/best.weights.h5, the epoch that scored highest "
-                             "on the test set during training (optimistic, labelled so) instead of the last "
-                             "epoch's")
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help="with a run directory: weights/best.weights.h5, the epoch that scored highest "
+        "on the test set during training (optimistic, labelled so) instead of the last "
+        "epoch's",
+    )
 
 
 def resolve_weights(weights: str, config_path: str | None, best: bool = False) -> WeightsSource:
@@ -106,8 +118,9 @@ def resolve_weights(weights: str, config_path: str | None, best: bool = False) -
             num_classes = run.num_classes
         except RunDirError as err:  # the message names the run and what is missing
             raise WeightsError(str(err)) from None
-        return WeightsSource(found, config_path or str(run.config_path), num_classes,
-                             BEST_ON_TEST if best else LAST_EPOCH, run)
+        return WeightsSource(
+            found, config_path or str(run.config_path), num_classes, BEST_ON_TEST if best else LAST_EPOCH, run
+        )
     if best:
         raise WeightsError(f"--best picks a run directory's best weights; {path} is not a run directory")
     if not path.exists():
@@ -126,6 +139,11 @@ def classes_in_weights(path: pathlib.Path) -> int | None:
 
     found = []
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: found.append(obj.shape[-1])
-                     if "classifier" in name and hasattr(obj, "shape") and len(obj.shape) == 2 else None)
+        f.visititems(
+            lambda name, obj: (
+                found.append(obj.shape[-1])
+                if "classifier" in name and hasattr(obj, "shape") and len(obj.shape) == 2
+                else None
+            )
+        )
     return found[0] if found else None

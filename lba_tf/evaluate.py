@@ -22,16 +22,26 @@ from lba_tf.cli import WeightsError, add_weights_arguments, resolve_weights
 def main(argv: list[str] | None = None) -> int:
     from lba_tf.cli import add_config_arguments, config_from_args
 
-    parser = argparse.ArgumentParser(prog="python -m lba_tf.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lba_tf.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     add_weights_arguments(parser, "a run directory, a .weights.h5 file or a .keras file")
-    parser.add_argument("--trials", type=int, default=None, metavar="N",
-                        help="trials per direction (default: data.eval_trials)")
-    parser.add_argument("--output", default=None, metavar="FILE",
-                        help="JSON output (default: <weights>.eval.json, or evaluation.json in a run directory)")
-    parser.add_argument("--cache-dir", default=".cache", metavar="DIR",
-                        help="where the synthetic dataset is generated (default: .cache)")
+    parser.add_argument(
+        "--trials", type=int, default=None, metavar="N", help="trials per direction (default: data.eval_trials)"
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="JSON output (default: <weights>.eval.json, or evaluation.json in a run directory)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=".cache",
+        metavar="DIR",
+        help="where the synthetic dataset is generated (default: .cache)",
+    )
     args = parser.parse_args(argv)
     try:
         source = resolve_weights(args.weights, args.config, args.best)
@@ -60,17 +70,36 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(config.replace(**{"model.pretrained": None}), source.num_classes or dataset.num_classes)
         model.load_weights(weights)
     started = time.time()
-    results = evaluate_model(model, dataset, height=config.data.image_height, width=config.data.image_width,
-                             trials=args.trials or config.data.eval_trials, batch_size=config.eval.batch_size,
-                             rerank=config.eval.rerank, skip_corrupt=config.data.skip_corrupt)
+    results = evaluate_model(
+        model,
+        dataset,
+        height=config.data.image_height,
+        width=config.data.image_width,
+        trials=args.trials or config.data.eval_trials,
+        batch_size=config.eval.batch_size,
+        rerank=config.eval.rerank,
+        skip_corrupt=config.data.skip_corrupt,
+    )
     logger.info("evaluated in %.1f s", time.time() - started)
     print(f"weights: {weights} ({source.choice})")
     print(format_table(results))
-    output = pathlib.Path(args.output) if args.output else (
-        source.run.evaluation_path("best" if args.best else "last") if source.run
-        else weights.with_name(weights.name.split(".")[0] + ".eval.json"))
-    payload = {"weights": str(weights), "weights_choice": source.choice, "config": config.name,
-               "dataset": config.data.dataset, "rerank": config.eval.rerank, "results": results_json(results)}
+    output = (
+        pathlib.Path(args.output)
+        if args.output
+        else (
+            source.run.evaluation_path("best" if args.best else "last")
+            if source.run
+            else weights.with_name(weights.name.split(".")[0] + ".eval.json")
+        )
+    )
+    payload = {
+        "weights": str(weights),
+        "weights_choice": source.choice,
+        "config": config.name,
+        "dataset": config.data.dataset,
+        "rerank": config.eval.rerank,
+        "results": results_json(results),
+    }
     output.write_text(json.dumps(payload, indent=2))
     print(f"results: {output}")
     return 0

@@ -128,8 +128,15 @@ class RunDir:
 
     def write_info(self, *, num_classes: int, steps_per_epoch: int, image_height: int, image_width: int) -> None:
         """What rebuilding the model needs beyond the config: ``num_classes`` above all."""
-        self._write_json(self.info_path, {"num_classes": num_classes, "steps_per_epoch": steps_per_epoch,
-                                          "image_height": image_height, "image_width": image_width})
+        self._write_json(
+            self.info_path,
+            {
+                "num_classes": num_classes,
+                "steps_per_epoch": steps_per_epoch,
+                "image_height": image_height,
+                "image_width": image_width,
+            },
+        )
 
     def info(self) -> dict[str, Any]:
         if not self.info_path.is_file():
@@ -181,8 +188,9 @@ class RunDir:
 
     # -- finding runs -------------------------------------------------------------------------------
     @classmethod
-    def for_training(cls, config: Config, run_dir: str | None = None, runs_root: str = RUNS_ROOT,
-                     fresh: bool = False) -> "RunDir":
+    def for_training(
+        cls, config: Config, run_dir: str | None = None, runs_root: str = RUNS_ROOT, fresh: bool = False
+    ) -> RunDir:
         """The run to train ``config`` in, with the resolved config written there.
 
         An explicit ``run_dir`` holding a different config is refused (its checkpoints belong to
@@ -197,8 +205,9 @@ class RunDir:
             if run.config_path.is_file():
                 diff = _differences(yaml.safe_load(run.config_path.read_text()), config.to_dict())
                 if diff:
-                    raise RunDirError(f"{run.path} holds a run with another config ({'; '.join(diff)}); "
-                                      "use another --run-dir")
+                    raise RunDirError(
+                        f"{run.path} holds a run with another config ({'; '.join(diff)}); use another --run-dir"
+                    )
         else:
             base = pathlib.Path(runs_root) / config.name
             run = None if fresh else cls.newest(base, config=config, finished=False)
@@ -207,8 +216,7 @@ class RunDir:
         return run
 
     @classmethod
-    def newest(cls, base: str | pathlib.Path, *, config: Config | None = None,
-               finished: bool = True) -> "RunDir | None":
+    def newest(cls, base: str | pathlib.Path, *, config: Config | None = None, finished: bool = True) -> RunDir | None:
         """The newest run directly under ``base`` that is finished (or unfinished, with
         ``finished=False``) and, when ``config`` is given, holds that resolved config."""
         base = pathlib.Path(base)
@@ -244,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = RunDir.newest(pathlib.Path(args.runs_root) / args.config_name)
     if run is None:
-        print(f"error: no finished run under {pathlib.Path(args.runs_root) / args.config_name}: "
-              "run 'make demo' or pass RUN=<run dir>", file=sys.stderr)
+        print(
+            f"error: no finished run under {pathlib.Path(args.runs_root) / args.config_name}: "
+            "run 'make demo' or pass RUN=<run dir>",
+            file=sys.stderr,
+        )
         return 2
     print(run.path)
     return 0

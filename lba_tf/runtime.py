@@ -117,8 +117,9 @@ def _glibc_mallopt():
     """glibc's ``mallopt``, or ``None`` when the C library is another."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # only glibc has it
-    except (OSError, AttributeError):
+    except OSError:
+        return None
+    if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it
         return None
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

@@ -17,18 +17,32 @@ from lba_tf.run_dir import RunDir, RunDirError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lba_tf.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lba_tf.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
-    parser.add_argument("--run-dir", metavar="DIR", default=None,
-                        help="where checkpoints, TensorBoard logs, weights and results go "
-                             "(default: runs/<config name>/<timestamp>)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start a new run even if an unfinished one with this config exists")
-    parser.add_argument("--max-steps", type=int, default=None, metavar="N",
-                        help="stop after N optimizer steps in all (smoke tests); evaluation still runs")
-    parser.add_argument("--cache-dir", default=".cache", metavar="DIR",
-                        help="where the synthetic dataset is generated (default: .cache)")
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        default=None,
+        help="where checkpoints, TensorBoard logs, weights and results go (default: runs/<config name>/<timestamp>)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="start a new run even if an unfinished one with this config exists"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N optimizer steps in all (smoke tests); evaluation still runs",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=".cache",
+        metavar="DIR",
+        help="where the synthetic dataset is generated (default: .cache)",
+    )
     args = parser.parse_args(argv)
     config = config_from_args(args)
     try:

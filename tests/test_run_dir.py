@@ -63,7 +63,7 @@ def test_what_is_missing_is_named(tmp_path):
     with pytest.raises(RunDirError, match="no config.yaml"):
         run.read_config()
     with pytest.raises(RunDirError, match="no run.json"):
-        run.num_classes
+        _ = run.num_classes
     with pytest.raises(RunDirError, match="has no weights/best.weights.h5"):
         run.existing_weights("best")
     with pytest.raises(ValueError, match="'last' or 'best'"):

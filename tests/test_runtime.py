@@ -37,8 +37,9 @@ def _probe(malloc_env: str | None, onednn: str = "0") -> dict:
     env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     if malloc_env is not None:
         env[runtime.ENV_VAR] = malloc_env
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     return json.loads(out)
 
 
@@ -92,8 +93,14 @@ def test_bad_setting_is_an_error_naming_the_variable(monkeypatch):
 
 def test_entry_points_refuse_a_bad_setting_before_any_work():
     env = {**os.environ, runtime.ENV_VAR: "fast"}
-    result = subprocess.run([sys.executable, "-m", "lba_tf.train", "--max-steps", "1"], env=env,
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "lba_tf.train", "--max-steps", "1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "LBA_TF_MALLOC must be one of auto, tuned, system, got 'fast'" in result.stderr
 

@@ -22,14 +22,19 @@ def check_initialisation(config: Config) -> None:
         ConfigError: one line saying how to make the ImageNet weights, or naming the missing file.
     """
     pretrained = config.model.pretrained
-    make = (f"python -m lba_tf.tools.import_torch resnet{config.model.depth}.pth "
-            f"weights/resnet{config.model.depth}_imagenet.weights.h5 --config <this config>")
+    make = (
+        f"python -m lba_tf.tools.import_torch resnet{config.model.depth}.pth "
+        f"weights/resnet{config.model.depth}_imagenet.weights.h5 --config <this config>"
+    )
     if pretrained is None:
         raise ConfigError(
             f"model.pretrained is not set: the published numbers start from torchvision's ImageNet "
             f"ResNet-{config.model.depth}; convert its file with `{make}` and pass "
             f"--set model.pretrained=weights/resnet{config.model.depth}_imagenet.weights.h5, "
-            f"or --set model.pretrained={RANDOM_INIT} to train from random weights")
+            f"or --set model.pretrained={RANDOM_INIT} to train from random weights"
+        )
     if pretrained != RANDOM_INIT and not pathlib.Path(pretrained).is_file():
-        raise ConfigError(f"model.pretrained: {pretrained}: file not found (make it with `{make}`, "
-                          f"or pass --set model.pretrained={RANDOM_INIT})")
+        raise ConfigError(
+            f"model.pretrained: {pretrained}: file not found (make it with `{make}`, "
+            f"or pass --set model.pretrained={RANDOM_INIT})"
+        )

@@ -280,8 +280,6 @@ def _build(cls: type, raw: Any, prefix: str, origins: _Origins) -> Any:
         try:
             kwargs[name] = _coerce(tp, value)
         except _Mismatch:
-            raise ConfigError(
-                f"{origins.of(dotted)}: {dotted}: expected {_describe(tp)}, got {value!r}"
-            ) from None
+            raise ConfigError(f"{origins.of(dotted)}: {dotted}: expected {_describe(tp)}, got {value!r}") from None
         _check_range(fld, kwargs[name], dotted, origins.of(dotted))
     return cls(**kwargs)

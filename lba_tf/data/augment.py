@@ -120,7 +120,10 @@ def random_erasing(
 
 
 def augment_image(
-    image: tf.Tensor, seed: tf.Tensor, visible: bool | tf.Tensor, config: AugmentConfig,
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    visible: bool | tf.Tensor,
+    config: AugmentConfig,
     erasing_fill: str = "mean",
 ) -> tf.Tensor:
     """The training transform of one uint8 image: augmentation, then ImageNet normalisation.

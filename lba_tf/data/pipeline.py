@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -103,8 +103,8 @@ def load_images(
         raise ValueError(f"none of the {len(paths)} images could be decoded, e.g. {bad[:3]}")
     if bad and not skip_corrupt:
         raise ValueError(
-            f"{len(bad)} image(s) could not be decoded: {bad[:5]}; set data.skip_corrupt=true "
-            "to skip them")
+            f"{len(bad)} image(s) could not be decoded: {bad[:5]}; set data.skip_corrupt=true to skip them"
+        )
     if bad:
         logger.warning("skipped %d undecodable image(s) of %d, e.g. %s", len(bad), len(paths), bad[:3])
     kept = tuple(records[i] for i in np.flatnonzero(rows >= 0))
@@ -129,7 +129,7 @@ def _decode_all(paths: list[str], height: int, width: int) -> tuple[np.ndarray, 
     rows = np.full(n, -1, np.int64)
     count, reported = 0, 0
     for index, batch in dataset.as_numpy_iterator():
-        images[count:count + len(batch)] = batch
+        images[count : count + len(batch)] = batch
         rows[index] = np.arange(count, count + len(batch))
         count += len(batch)
         done = int(index[-1]) + 1
@@ -190,12 +190,16 @@ def training_dataset(
     if not 0 <= step_start < sampler.steps_per_epoch or epoch_start < 0 or seed < 0:
         raise ValueError(
             f"need seed >= 0, epoch_start >= 0 and 0 <= step_start < {sampler.steps_per_epoch}; "
-            f"got seed={seed}, epoch_start={epoch_start}, step_start={step_start}")
+            f"got seed={seed}, epoch_start={epoch_start}, step_start={step_start}"
+        )
     streams = tuple(streams)
     steps = sampler.steps_per_epoch
     first = (epoch_start * steps + step_start) * len(streams)
-    positions = (tf.data.Dataset.counter(first) if epochs is None
-                 else tf.data.Dataset.range(first, epochs * steps * len(streams)))
+    positions = (
+        tf.data.Dataset.counter(first)
+        if epochs is None
+        else tf.data.Dataset.range(first, epochs * steps * len(streams))
+    )
     n, half = sampler.batch_size, sampler.images_per_modality
     height, width = images.shape[1:3]
     visible = tf.range(n) < half
@@ -210,8 +214,7 @@ def training_dataset(
         return images[rows], sampler.labels[rows], image_seeds
 
     def gather(position):
-        batch, labels, seeds = tf.numpy_function(
-            step_rows, [position], [tf.uint8, tf.int32, tf.int64], stateful=False)
+        batch, labels, seeds = tf.numpy_function(step_rows, [position], [tf.uint8, tf.int32, tf.int64], stateful=False)
         batch.set_shape([n, height, width, 3])
         labels.set_shape([n])
         seeds.set_shape([n, 2])
@@ -258,10 +261,20 @@ def distributed_dataset_fn(
         if remainder or per_pipeline < 1:
             raise ValueError(
                 f"{context.num_replicas_in_sync} replicas do not divide evenly among "
-                f"{context.num_input_pipelines} input pipelines")
+                f"{context.num_input_pipelines} input pipelines"
+            )
         first = context.input_pipeline_id * per_pipeline
-        return training_dataset(images, sampler, augment, seed, epoch_start, step_start, epochs,
-                                streams=range(first, first + per_pipeline), erasing_fill=erasing_fill)
+        return training_dataset(
+            images,
+            sampler,
+            augment,
+            seed,
+            epoch_start,
+            step_start,
+            epochs,
+            streams=range(first, first + per_pipeline),
+            erasing_fill=erasing_fill,
+        )
 
     return dataset_fn
 
@@ -278,7 +291,7 @@ def inference_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
     height, width = images.shape[1:3]
 
     def rows(start: np.int64) -> np.ndarray:
-        return images[int(start):int(start) + batch_size]
+        return images[int(start) : int(start) + batch_size]
 
     def load(start):
         batch = tf.numpy_function(rows, [start], tf.uint8, stateful=False)

@@ -24,8 +24,7 @@ LANCZOS_SUPPORT = 3.0
 
 def _little_endian(data: tf.Tensor, offset: int, size: int) -> tf.Tensor:
     dtype = {2: tf.uint16, 4: tf.int32}[size]
-    return tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), dtype, little_endian=True)[0],
-                   tf.int32)
+    return tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), dtype, little_endian=True)[0], tf.int32)
 
 
 def _decode_bmp(data: tf.Tensor) -> tf.Tensor:
@@ -44,8 +43,9 @@ def _decode_bmp(data: tf.Tensor) -> tf.Tensor:
         return tf.gather(tf.reverse(table[:, :3], axis=[1]), index)
 
     def direct():
-        return tf.cond(tf.equal(tf.shape(pixels)[-1], 1), lambda: tf.repeat(pixels[..., :1], 3, axis=-1),
-                       lambda: pixels[..., :3])
+        return tf.cond(
+            tf.equal(tf.shape(pixels)[-1], 1), lambda: tf.repeat(pixels[..., :1], 3, axis=-1), lambda: pixels[..., :3]
+        )
 
     return tf.cond(tf.equal(_little_endian(data, 28, 2), 8), through_palette, direct)
 
@@ -68,10 +68,13 @@ def decode_image(data: tf.Tensor) -> tf.Tensor:
     is_jpeg = tf.equal(magic, JPEG_MAGIC)
     is_bmp = tf.equal(tf.strings.substr(magic, 0, 2), b"BM")
     image = tf.case(
-        [(is_jpeg, lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
-         (is_bmp, lambda: _decode_bmp(data))],
+        [
+            (is_jpeg, lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
+            (is_bmp, lambda: _decode_bmp(data)),
+        ],
         default=lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8),
-        exclusive=False)
+        exclusive=False,
+    )
     image.set_shape([None, None, 3])
     return image
 
@@ -166,10 +169,12 @@ def resize_to_uint8(images: tf.Tensor, height: int, width: int) -> tf.Tensor:
     shape = tf.shape(images)
     in_height, in_width = shape[-3], shape[-2]
     x = tf.cast(images, tf.float64)
-    x = tf.cond(tf.equal(in_width, width), lambda: x,
-                lambda: _resample(x, pil_lanczos_weights(in_width, width), "width"))
-    x = tf.cond(tf.equal(in_height, height), lambda: x,
-                lambda: _resample(x, pil_lanczos_weights(in_height, height), "height"))
+    x = tf.cond(
+        tf.equal(in_width, width), lambda: x, lambda: _resample(x, pil_lanczos_weights(in_width, width), "width")
+    )
+    x = tf.cond(
+        tf.equal(in_height, height), lambda: x, lambda: _resample(x, pil_lanczos_weights(in_height, height), "height")
+    )
     out = tf.cast(x, tf.uint8)
     out.set_shape(images.shape[:-3].concatenate([height, width, images.shape[-1]]))
     return out

@@ -6,7 +6,7 @@ step draws exactly the batches it would have drawn, with no random state to save
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -63,14 +63,13 @@ class IdentitySampler:
         unlabelled = np.flatnonzero(self.labels < 0)
         if unlabelled.size:
             first = self.records[unlabelled[0]]
-            raise ValueError(
-                f"{unlabelled.size} record(s) have no training label (label < 0), e.g. {first.path}")
+            raise ValueError(f"{unlabelled.size} record(s) have no training label (label < 0), e.g. {first.path}")
         modality = _modality_codes(self.records)
         self.identities = np.unique(self.labels)
         if num_identities > self.identities.size:
             raise ValueError(
-                f"P={num_identities} identities per batch but the training set has only "
-                f"{self.identities.size}")
+                f"P={num_identities} identities per batch but the training set has only {self.identities.size}"
+            )
         self._pools = {}
         for name, code in MODALITY_INDEX.items():
             rows = np.flatnonzero(modality == code)
@@ -107,7 +106,8 @@ class IdentitySampler:
         if epoch < 0 or stream < 0 or not 0 <= step < self.steps_per_epoch:
             raise ValueError(
                 f"need epoch >= 0, stream >= 0 and 0 <= step < {self.steps_per_epoch}; "
-                f"got epoch={epoch}, step={step}, stream={stream}")
+                f"got epoch={epoch}, step={step}, stream={stream}"
+            )
         rng = np.random.default_rng([self.seed, stream, epoch, step])
         chosen = rng.choice(self.identities.size, self.num_identities, replace=False)
         visible = self._pools["visible"].draw(rng, chosen, self.num_instances)
@@ -136,8 +136,8 @@ class _IdentityPool:
         if empty.size:
             shown = ", ".join(str(x) for x in empty[:10]) + (", ..." if empty.size > 10 else "")
             raise ValueError(
-                f"{empty.size} identity label(s) have no {name} image, so they cannot form "
-                f"cross-modal batches: {shown}")
+                f"{empty.size} identity label(s) have no {name} image, so they cannot form cross-modal batches: {shown}"
+            )
 
     def draw(self, rng: np.random.Generator, chosen: np.ndarray, k: int) -> np.ndarray:
         """K rows with replacement for each chosen identity, identity-major, ``[len(chosen) * k]``."""
@@ -150,5 +150,4 @@ def _modality_codes(records: Sequence[ImageRecord]) -> np.ndarray:
     try:
         return np.array([MODALITY_INDEX[r.modality] for r in records], np.int32)
     except KeyError as err:
-        raise ValueError(
-            f"unknown modality {err.args[0]!r}; expected one of {sorted(MODALITY_INDEX)}") from None
+        raise ValueError(f"unknown modality {err.args[0]!r}; expected one of {sorted(MODALITY_INDEX)}") from None

@@ -149,50 +149,70 @@ def infrared_level(colour: tuple[float, float, float], rng: np.random.Generator)
 def _garment(rng: np.random.Generator, patterns: tuple[str, ...], weights: tuple[float, ...]) -> Garment:
     colour, second_colour = _hsv(rng), _hsv(rng)
     return Garment(
-        colour=colour, second_colour=second_colour, pattern=str(rng.choice(patterns, p=weights)),
-        period=rng.uniform(0.035, 0.09), temperature=infrared_level(colour, rng),
-        pattern_temperature=infrared_level(second_colour, rng))
+        colour=colour,
+        second_colour=second_colour,
+        pattern=str(rng.choice(patterns, p=weights)),
+        period=rng.uniform(0.035, 0.09),
+        temperature=infrared_level(colour, rng),
+        pattern_temperature=infrared_level(second_colour, rng),
+    )
 
 
 def draw_identity(rng: np.random.Generator) -> Identity:
     """Draw the stable attributes of one person."""
     skin = colorsys.hsv_to_rgb(rng.uniform(0.03, 0.1), rng.uniform(0.25, 0.6), rng.uniform(0.35, 0.95))
     return Identity(
-        width=rng.uniform(0.8, 1.25), head=rng.uniform(0.055, 0.07), legs=rng.uniform(0.44, 0.5),
-        skin=tuple(255.0 * c for c in skin), skin_temperature=rng.uniform(190.0, 235.0),
+        width=rng.uniform(0.8, 1.25),
+        head=rng.uniform(0.055, 0.07),
+        legs=rng.uniform(0.44, 0.5),
+        skin=tuple(255.0 * c for c in skin),
+        skin_temperature=rng.uniform(190.0, 235.0),
         hair=_hsv(rng, saturation=(0.1, 0.6), value=(0.05, 0.6)),
-        hair_temperature=rng.uniform(110.0, 150.0), long_hair=bool(rng.random() < 0.35),
-        top=_garment(rng, PATTERNS, (0.4, 0.25, 0.15, 0.2)), long_sleeves=bool(rng.random() < 0.5),
+        hair_temperature=rng.uniform(110.0, 150.0),
+        long_hair=bool(rng.random() < 0.35),
+        top=_garment(rng, PATTERNS, (0.4, 0.25, 0.15, 0.2)),
+        long_sleeves=bool(rng.random() < 0.5),
         bottom=_garment(rng, ("solid", "checks"), (0.85, 0.15)),
         bottom_kind=str(rng.choice(("trousers", "shorts", "skirt"), p=(0.6, 0.2, 0.2))),
-        shoes=_hsv(rng, value=(0.05, 0.8)), shoes_temperature=rng.uniform(70.0, 110.0),
+        shoes=_hsv(rng, value=(0.05, 0.8)),
+        shoes_temperature=rng.uniform(70.0, 110.0),
         bag=str(rng.choice(("none", "backpack", "handbag"), p=(0.5, 0.3, 0.2))),
-        bag_colour=_hsv(rng), bag_temperature=rng.uniform(60.0, 130.0))
+        bag_colour=_hsv(rng),
+        bag_temperature=rng.uniform(60.0, 130.0),
+    )
 
 
 def camera_style(rng: np.random.Generator, infrared: bool, outdoor: bool) -> CameraStyle:
     """Draw the look of one camera: background, lighting, optics and sensor noise."""
     hue = rng.uniform(0.0, 1.0)
     return CameraStyle(
-        infrared=infrared, horizon=rng.uniform(0.45, 0.75),
+        infrared=infrared,
+        horizon=rng.uniform(0.45, 0.75),
         wall=_hsv(rng, saturation=(0.05, 0.4), value=(0.4, 0.9), hue=hue),
-        floor=_hsv(rng, saturation=(0.05, 0.3), value=(0.2, 0.6), hue=hue + 0.5), hue=hue,
+        floor=_hsv(rng, saturation=(0.05, 0.3), value=(0.2, 0.6), hue=hue + 0.5),
+        hue=hue,
         ambient=rng.uniform(40.0, 70.0) if outdoor else rng.uniform(80.0, 110.0),
-        gain=tuple(rng.uniform(0.85, 1.15, 3)), light_top=rng.uniform(1.0, 1.15),
+        gain=tuple(rng.uniform(0.85, 1.15, 3)),
+        light_top=rng.uniform(1.0, 1.15),
         light_bottom=rng.uniform(0.75, 0.95),
         blur=rng.uniform(0.9, 1.4) if infrared else rng.uniform(0.3, 0.7),
         noise=rng.uniform(5.0, 9.0) if infrared else rng.uniform(2.0, 5.0),
-        column_noise=tuple(rng.normal(0.0, 4.0, 512)) if infrared else ())
+        column_noise=tuple(rng.normal(0.0, 4.0, 512)) if infrared else (),
+    )
 
 
 def draw_pose(rng: np.random.Generator, height: int, width: int) -> Pose:
     """Draw the per-image framing (a jittered detector crop), posture, view and mirror."""
     person = height * rng.uniform(0.72, 1.0)
     return Pose(
-        height=person, top=rng.uniform(-0.05 * height, height - person + 0.05 * height),
-        centre=width * (0.5 + rng.uniform(-0.1, 0.1)), arms=tuple(rng.uniform(0.03, 0.35, 2)),
-        feet=tuple(rng.uniform(0.0, 0.06, 2)), back_view=bool(rng.random() < 0.4),
-        mirror=bool(rng.random() < 0.5))
+        height=person,
+        top=rng.uniform(-0.05 * height, height - person + 0.05 * height),
+        centre=width * (0.5 + rng.uniform(-0.1, 0.1)),
+        arms=tuple(rng.uniform(0.03, 0.35, 2)),
+        feet=tuple(rng.uniform(0.0, 0.06, 2)),
+        back_view=bool(rng.random() < 0.4),
+        mirror=bool(rng.random() < 0.5),
+    )
 
 
 def _line(draw: ImageDraw.ImageDraw, start, end, thickness: float, label: int) -> None:
@@ -209,8 +229,9 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, height: int, w
     return count
 
 
-def draw_parts(identity: Identity, pose: Pose, rng: np.random.Generator, height: int,
-               width: int, horizon: float) -> tuple[np.ndarray, int]:
+def draw_parts(
+    identity: Identity, pose: Pose, rng: np.random.Generator, height: int, width: int, horizon: float
+) -> tuple[np.ndarray, int]:
     """Draw the part map of one image: background, clutter and the person.
 
     Returns:
@@ -242,10 +263,18 @@ def draw_parts(identity: Identity, pose: Pose, rng: np.random.Generator, height:
         draw.ellipse([foot_x - 0.9 * leg_w, foot_y - 0.01 * h, foot_x + 0.9 * leg_w, y0 + h], fill=SHOES)
     draw.rectangle([cx - hip, hip_y - 0.03 * h, cx + hip, hip_y + 0.05 * h], fill=BOTTOM)
     if identity.bottom_kind == "skirt":
-        draw.polygon([(cx - hip, hip_y - 0.02 * h), (cx + hip, hip_y - 0.02 * h),
-                      (cx + 1.5 * hip, hip_y + 0.22 * h), (cx - 1.5 * hip, hip_y + 0.22 * h)], fill=BOTTOM)
-    draw.polygon([(cx - shoulder, shoulder_y), (cx + shoulder, shoulder_y),
-                  (cx + hip, hip_y), (cx - hip, hip_y)], fill=TOP)
+        draw.polygon(
+            [
+                (cx - hip, hip_y - 0.02 * h),
+                (cx + hip, hip_y - 0.02 * h),
+                (cx + 1.5 * hip, hip_y + 0.22 * h),
+                (cx - 1.5 * hip, hip_y + 0.22 * h),
+            ],
+            fill=BOTTOM,
+        )
+    draw.polygon(
+        [(cx - shoulder, shoulder_y), (cx + shoulder, shoulder_y), (cx + hip, hip_y), (cx - hip, hip_y)], fill=TOP
+    )
     arm_len, arm_w = 0.36 * h, 0.04 * h * identity.width
     for side, angle in zip((-1, 1), pose.arms):
         start = (cx + side * (shoulder - 0.5 * arm_w), shoulder_y + 0.5 * arm_w)
@@ -253,14 +282,16 @@ def draw_parts(identity: Identity, pose: Pose, rng: np.random.Generator, height:
         hand = (start[0] + side * np.sin(angle) * arm_len, start[1] + np.cos(angle) * arm_len)
         _line(draw, start, elbow, arm_w, TOP)
         _line(draw, elbow, hand, 0.9 * arm_w, TOP if identity.long_sleeves else SKIN)
-        draw.ellipse([hand[0] - 0.6 * arm_w, hand[1] - 0.6 * arm_w, hand[0] + 0.6 * arm_w,
-                      hand[1] + 0.6 * arm_w], fill=SKIN)
+        draw.ellipse(
+            [hand[0] - 0.6 * arm_w, hand[1] - 0.6 * arm_w, hand[0] + 0.6 * arm_w, hand[1] + 0.6 * arm_w], fill=SKIN
+        )
         if identity.bag == "handbag" and side == 1:
             draw.rectangle([hand[0] - 0.05 * h, hand[1], hand[0] + 0.05 * h, hand[1] + 0.09 * h], fill=BAG)
     if identity.bag == "backpack":
         if pose.back_view:
-            draw.rectangle([cx - 0.8 * shoulder, shoulder_y + 0.03 * h, cx + 0.8 * shoulder,
-                            hip_y - 0.02 * h], fill=BAG)
+            draw.rectangle(
+                [cx - 0.8 * shoulder, shoulder_y + 0.03 * h, cx + 0.8 * shoulder, hip_y - 0.02 * h], fill=BAG
+            )
         else:
             for side in (-1, 1):
                 strap = [(cx + side * 0.6 * shoulder, shoulder_y), (cx + side * 0.7 * hip, hip_y - 0.05 * h)]
@@ -268,8 +299,12 @@ def draw_parts(identity: Identity, pose: Pose, rng: np.random.Generator, height:
     head = [cx - head_rx, y0, cx + head_rx, y0 + 2 * head_ry]
     draw.ellipse(head, fill=HAIR if pose.back_view else SKIN)
     if not pose.back_view:
-        draw.chord([head[0] - 0.05 * head_rx, head[1] - 0.05 * head_ry, head[2] + 0.05 * head_rx,
-                    head[1] + 1.3 * head_ry], 180, 360, fill=HAIR)
+        draw.chord(
+            [head[0] - 0.05 * head_rx, head[1] - 0.05 * head_ry, head[2] + 0.05 * head_rx, head[1] + 1.3 * head_ry],
+            180,
+            360,
+            fill=HAIR,
+        )
 
     labels = np.asarray(image).copy()
     _apply_pattern(labels, TOP, TOP_PATTERN, identity.top, pose)
@@ -298,7 +333,11 @@ def _rgb_table(identity: Identity, style: CameraStyle, rng: np.random.Generator,
         hue = style.hue + rng.uniform(-0.15, 0.15) if rng.random() < 0.7 else None
         table[CLUTTER + i] = _hsv(rng, saturation=(0.05, 0.6), value=(0.2, 0.9), hue=hue)
     table[HAIR], table[SKIN], table[SHOES], table[BAG] = (
-        identity.hair, identity.skin, identity.shoes, identity.bag_colour)
+        identity.hair,
+        identity.skin,
+        identity.shoes,
+        identity.bag_colour,
+    )
     table[TOP], table[TOP_PATTERN] = identity.top.colour, identity.top.second_colour
     table[BOTTOM], table[BOTTOM_PATTERN] = identity.bottom.colour, identity.bottom.second_colour
     table[HAIR:] += rng.normal(0.0, 6.0, (NUM_LABELS - HAIR, 3))
@@ -320,8 +359,9 @@ def _ir_table(identity: Identity, style: CameraStyle, rng: np.random.Generator, 
     return table
 
 
-def render_image(identity: Identity, style: CameraStyle, rng: np.random.Generator, height: int,
-                 width: int) -> Image.Image:
+def render_image(
+    identity: Identity, style: CameraStyle, rng: np.random.Generator, height: int, width: int
+) -> Image.Image:
     """Render one image of ``identity`` by a camera of ``style``.
 
     Returns:
@@ -347,11 +387,15 @@ def render_image(identity: Identity, style: CameraStyle, rng: np.random.Generato
 def split_identities(config: SyntheticConfig) -> dict[str, list[int]]:
     """The ``train``, ``val`` and ``test`` pids (disjoint, together 1..train + test ids)."""
     pids = np.random.default_rng([config.seed, 0]).permutation(
-        np.arange(1, config.num_train_ids + config.num_test_ids + 1))
-    test, train = pids[: config.num_test_ids], pids[config.num_test_ids:]
+        np.arange(1, config.num_train_ids + config.num_test_ids + 1)
+    )
+    test, train = pids[: config.num_test_ids], pids[config.num_test_ids :]
     num_val = max(1, config.num_train_ids // 4)
-    return {"train": sorted(int(p) for p in train[num_val:]), "val": sorted(int(p) for p in train[:num_val]),
-            "test": sorted(int(p) for p in test)}
+    return {
+        "train": sorted(int(p) for p in train[num_val:]),
+        "val": sorted(int(p) for p in train[:num_val]),
+        "test": sorted(int(p) for p in test),
+    }
 
 
 def identity_cameras(seed: int, pid: int) -> list[str]:
@@ -384,8 +428,9 @@ def generate(out_dir: str, config: SyntheticConfig) -> str:
     styles = {}
     for camera in RGB_CAMERAS["all"] + IR_CAMERAS:
         number = int(camera[3:])
-        styles[camera] = camera_style(np.random.default_rng([config.seed, 3, number]),
-                                      infrared=camera in IR_CAMERAS, outdoor=number in (4, 5, 6))
+        styles[camera] = camera_style(
+            np.random.default_rng([config.seed, 3, number]), infrared=camera in IR_CAMERAS, outdoor=number in (4, 5, 6)
+        )
     for pid in sorted(p for pids in splits.values() for p in pids):
         identity = draw_identity(np.random.default_rng([config.seed, 1, pid]))
         for camera in identity_cameras(config.seed, pid):
@@ -444,8 +489,14 @@ def ensure_synthetic(config: SyntheticConfig, cache_dir: str) -> str:
     return final
 
 
-_OPTIONS = {"num_train_ids": int, "num_test_ids": int, "images_per_camera": int,
-            "image_height": int, "image_width": int, "seed": int}
+_OPTIONS = {
+    "num_train_ids": int,
+    "num_test_ids": int,
+    "images_per_camera": int,
+    "image_height": int,
+    "image_width": int,
+    "seed": int,
+}
 _FLAGS = {"image_height": "--height", "image_width": "--width"}
 
 
@@ -455,8 +506,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the dataset folder to create")
     for key, kind in _OPTIONS.items():
         flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
-        parser.add_argument(flag, dest=key, type=kind, default=None,
-                            help=f"data.synthetic.{key} (default: configs/synthetic.yaml)")
+        parser.add_argument(
+            flag, dest=key, type=kind, default=None, help=f"data.synthetic.{key} (default: configs/synthetic.yaml)"
+        )
     args = parser.parse_args(argv)
     setup_logging()
     overrides = [f"data.synthetic.{k}={getattr(args, k)}" for k in _OPTIONS if getattr(args, k) is not None]

@@ -11,6 +11,16 @@ from lba_tf.evaluation.protocols import (
 )
 from lba_tf.evaluation.results import DirectionResult, Metrics, mean_over_trials
 
-__all__ = ["PROTOCOLS", "DirectionResult", "EvaluationProtocol", "LLCMProtocol", "Metrics",
-           "RegDBProtocol", "SYSUMM01Protocol", "evaluate", "evaluate_features", "get_protocol",
-           "mean_over_trials"]
+__all__ = [
+    "PROTOCOLS",
+    "DirectionResult",
+    "EvaluationProtocol",
+    "LLCMProtocol",
+    "Metrics",
+    "RegDBProtocol",
+    "SYSUMM01Protocol",
+    "evaluate",
+    "evaluate_features",
+    "get_protocol",
+    "mean_over_trials",
+]

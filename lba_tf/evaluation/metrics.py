@@ -26,7 +26,7 @@ rounds a distance differently in a block and that swaps two distances equal up t
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -59,8 +59,9 @@ class QueryScores:
     @classmethod
     def concatenate(cls, blocks: Sequence[QueryScores]) -> QueryScores:
         """Join the scores of consecutive query blocks."""
-        return cls(*(np.concatenate([getattr(block, field.name) for block in blocks])
-                     for field in dataclasses.fields(cls)))
+        return cls(
+            *(np.concatenate([getattr(block, field.name) for block in blocks]) for field in dataclasses.fields(cls))
+        )
 
 
 def rows_per_block(num_columns: int, elements: int = SCORE_BLOCK_ELEMENTS) -> int:
@@ -130,9 +131,14 @@ def ranked_prefix(distances: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
-def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: np.ndarray,
-                  keep: np.ndarray, collapse_identities: bool,
-                  gallery_codes: np.ndarray | None = None) -> QueryScores:
+def score_queries(
+    distances: np.ndarray,
+    query_pids: np.ndarray,
+    gallery_pids: np.ndarray,
+    keep: np.ndarray,
+    collapse_identities: bool,
+    gallery_codes: np.ndarray | None = None,
+) -> QueryScores:
     """Score a block of queries against the gallery.
 
     Args:
@@ -170,8 +176,7 @@ def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: n
     row_start = row_end - num_matches
     match_positions = positions[rows, cols]
     matches_so_far = np.arange(1, len(rows) + 1) - row_start[rows]
-    precision_sums = np.bincount(rows, weights=matches_so_far / (match_positions + 1),
-                                 minlength=num_queries)
+    precision_sums = np.bincount(rows, weights=matches_so_far / (match_positions + 1), minlength=num_queries)
     average_precision = np.zeros(num_queries)
     inverse_negative_penalty = np.zeros(num_queries)
     average_precision[valid] = precision_sums[valid] / num_matches[valid]
@@ -191,8 +196,9 @@ def score_queries(distances: np.ndarray, query_pids: np.ndarray, gallery_pids: n
     return QueryScores(first_rank, average_precision, inverse_negative_penalty, valid)
 
 
-def _identities_before(order: np.ndarray, ranked_keep: np.ndarray, stop: np.ndarray,
-                       gallery_codes: np.ndarray) -> np.ndarray:
+def _identities_before(
+    order: np.ndarray, ranked_keep: np.ndarray, stop: np.ndarray, gallery_codes: np.ndarray
+) -> np.ndarray:
     """Number of distinct identities among each row's kept entries ranked before ``stop``.
 
     Args:
@@ -239,8 +245,15 @@ def summarize(scores: QueryScores, max_rank: int = 20) -> dict:
     }
 
 
-def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_pids, query_cams,
-                    gallery_cams, protocol: str | EvaluationProtocol, max_rank: int = 20) -> dict:
+def evaluate_chunks(
+    distance_chunks: Iterable[np.ndarray],
+    query_pids,
+    gallery_pids,
+    query_cams,
+    gallery_cams,
+    protocol: str | EvaluationProtocol,
+    max_rank: int = 20,
+) -> dict:
     """Evaluate from consecutive blocks of distance rows, never holding the whole matrix.
 
     Args:
@@ -269,24 +282,33 @@ def evaluate_chunks(distance_chunks: Iterable[np.ndarray], query_pids, gallery_p
         chunk = np.asarray(chunk)
         stop = start + chunk.shape[0]
         if chunk.ndim != 2 or chunk.shape[1] != len(gallery_pids) or stop > len(query_pids):
-            raise ValueError(f"distance block of shape {chunk.shape} does not fit "
-                             f"{len(query_pids)} queries x {len(gallery_pids)} gallery images "
-                             f"at row {start}")
+            raise ValueError(
+                f"distance block of shape {chunk.shape} does not fit "
+                f"{len(query_pids)} queries x {len(gallery_pids)} gallery images "
+                f"at row {start}"
+            )
         for offset in range(0, chunk.shape[0], rows):
             block = slice(start + offset, min(start + offset + rows, stop))
-            keep = protocol.keep_mask(query_pids[block], query_cams[block], gallery_pids,
-                                      gallery_cams)
-            blocks.append(score_queries(chunk[offset:offset + rows], query_pids[block],
-                                        gallery_pids, keep, protocol.collapse_identities,
-                                        gallery_codes))
+            keep = protocol.keep_mask(query_pids[block], query_cams[block], gallery_pids, gallery_cams)
+            blocks.append(
+                score_queries(
+                    chunk[offset : offset + rows],
+                    query_pids[block],
+                    gallery_pids,
+                    keep,
+                    protocol.collapse_identities,
+                    gallery_codes,
+                )
+            )
         start = stop
     if start != len(query_pids):
         raise ValueError(f"distance blocks cover {start} rows, expected {len(query_pids)}")
     return summarize(QueryScores.concatenate(blocks), max_rank)
 
 
-def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams,
-             protocol: str | EvaluationProtocol, max_rank: int = 20) -> dict:
+def evaluate(
+    distmat, query_pids, gallery_pids, query_cams, gallery_cams, protocol: str | EvaluationProtocol, max_rank: int = 20
+) -> dict:
     """Evaluate a full ``[Q, G]`` distance matrix (smaller = more similar).
 
     Args:
@@ -309,12 +331,10 @@ def evaluate(distmat, query_pids, gallery_pids, query_cams, gallery_cams,
     distmat = np.asarray(distmat)
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be [Q, G], got shape {distmat.shape}")
-    return evaluate_chunks([distmat], query_pids, gallery_pids, query_cams, gallery_cams,
-                           protocol, max_rank)
+    return evaluate_chunks([distmat], query_pids, gallery_pids, query_cams, gallery_cams, protocol, max_rank)
 
 
-def feature_distance_chunks(query_feats, gallery_feats,
-                            chunk_size: int | None = None) -> Iterator[np.ndarray]:
+def feature_distance_chunks(query_feats, gallery_feats, chunk_size: int | None = None) -> Iterator[np.ndarray]:
     """Yield ``-query @ gallery^T`` a block of query rows at a time.
 
     For L2-normalised features this ranks as cosine or Euclidean distance does.
@@ -334,12 +354,20 @@ def feature_distance_chunks(query_feats, gallery_feats,
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     rows = chunk_size or rows_per_block(gallery_t.shape[1], DISTANCE_BLOCK_ELEMENTS)
     for start in range(0, query_feats.shape[0], rows):
-        yield -(query_feats[start:start + rows] @ gallery_t)
+        yield -(query_feats[start : start + rows] @ gallery_t)
 
 
-def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, query_cams,
-                      gallery_cams, protocol: str | EvaluationProtocol, max_rank: int = 20,
-                      chunk_size: int | None = None) -> dict:
+def evaluate_features(
+    query_feats,
+    gallery_feats,
+    query_pids,
+    gallery_pids,
+    query_cams,
+    gallery_cams,
+    protocol: str | EvaluationProtocol,
+    max_rank: int = 20,
+    chunk_size: int | None = None,
+) -> dict:
     """Evaluate L2-normalised features with distance ``-q . g``, block by block.
 
     The same as ``evaluate(-(query_feats @ gallery_feats.T), ...)`` (see the module note on
@@ -362,8 +390,7 @@ def evaluate_features(query_feats, gallery_feats, query_pids, gallery_pids, quer
         The dict of ``evaluate``.
     """
     chunks = feature_distance_chunks(query_feats, gallery_feats, chunk_size)
-    return evaluate_chunks(chunks, query_pids, gallery_pids, query_cams, gallery_cams, protocol,
-                           max_rank)
+    return evaluate_chunks(chunks, query_pids, gallery_pids, query_cams, gallery_cams, protocol, max_rank)
 
 
 def _as_vectors(pids, cams, name: str) -> tuple[np.ndarray, np.ndarray]:

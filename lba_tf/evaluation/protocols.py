@@ -26,7 +26,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import random
-from typing import ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -78,13 +79,13 @@ class EvaluationProtocol(abc.ABC):
     def roles_of(self, direction: Direction) -> Roles:
         """The roles of ``direction``; ``ValueError`` if the dataset is not evaluated in it."""
         if direction not in self.roles:
-            raise ValueError(f"{self.title} is evaluated in {', '.join(self.roles)}; "
-                             f"got direction {direction!r}")
+            raise ValueError(f"{self.title} is evaluated in {', '.join(self.roles)}; got direction {direction!r}")
         return self.roles[direction]
 
     @abc.abstractmethod
-    def keep_mask(self, query_pids: np.ndarray, query_cams: np.ndarray, gallery_pids: np.ndarray,
-                  gallery_cams: np.ndarray) -> np.ndarray:
+    def keep_mask(
+        self, query_pids: np.ndarray, query_cams: np.ndarray, gallery_pids: np.ndarray, gallery_cams: np.ndarray
+    ) -> np.ndarray:
         """Which gallery entries each query may be matched against.
 
         Args:
@@ -98,8 +99,9 @@ class EvaluationProtocol(abc.ABC):
         """
 
     @abc.abstractmethod
-    def test_splits(self, test_images: Mapping[Modality, Sequence], direction: Direction,
-                    trials: int) -> list[TestSplit]:
+    def test_splits(
+        self, test_images: Mapping[Modality, Sequence], direction: Direction, trials: int
+    ) -> list[TestSplit]:
         """The query and gallery of each trial of ``direction``, in the protocol's order.
 
         Args:
@@ -163,8 +165,9 @@ class RandomGalleryProtocol(EvaluationProtocol):
 
     gallery_shots: str
 
-    def test_splits(self, test_images: Mapping[Modality, Sequence[IdentityFolder]],
-                    direction: Direction, trials: int) -> list[TestSplit]:
+    def test_splits(
+        self, test_images: Mapping[Modality, Sequence[IdentityFolder]], direction: Direction, trials: int
+    ) -> list[TestSplit]:
         """Trials ``0 .. trials - 1``; trial ``t`` draws with ``draw_gallery(..., t, ...)``."""
         roles = self.roles_of(direction)
         check_trials(trials)
@@ -195,7 +198,8 @@ class SYSUMM01Protocol(RandomGalleryProtocol):
     name: ClassVar[str] = "sysu"
     title: ClassVar[str] = "SYSU-MM01"
     roles: ClassVar[Mapping[Direction, Roles]] = {
-        "infrared_to_visible": Roles(query="infrared", gallery="visible", drawn="visible")}
+        "infrared_to_visible": Roles(query="infrared", gallery="visible", drawn="visible")
+    }
     collapse_identities: ClassVar[bool] = True
     VISIBLE_CAMERAS: ClassVar[Mapping[str, tuple[int, ...]]] = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
     """Gallery cameras of each search mode, in the protocol's order."""
@@ -212,8 +216,10 @@ class SYSUMM01Protocol(RandomGalleryProtocol):
 
     def keep_mask(self, query_pids, query_cams, gallery_pids, gallery_cams) -> np.ndarray:
         """Everything but camera-2 gallery images for camera-3 queries (see the base class)."""
-        return ~((np.asarray(query_cams) == self.INDOOR_INFRARED_CAMERA)[:, None]
-                 & (np.asarray(gallery_cams) == self.SAME_ROOM_VISIBLE_CAMERA)[None, :])
+        return ~(
+            (np.asarray(query_cams) == self.INDOOR_INFRARED_CAMERA)[:, None]
+            & (np.asarray(gallery_cams) == self.SAME_ROOM_VISIBLE_CAMERA)[None, :]
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +239,8 @@ class RegDBProtocol(EvaluationProtocol):
     title: ClassVar[str] = "RegDB"
     roles: ClassVar[Mapping[Direction, Roles]] = {
         "visible_to_infrared": Roles(query="visible", gallery="infrared"),
-        "infrared_to_visible": Roles(query="infrared", gallery="visible")}
+        "infrared_to_visible": Roles(query="infrared", gallery="visible"),
+    }
     collapse_identities: ClassVar[bool] = False
     QUERY_CAMERA: ClassVar[int] = 1
     GALLERY_CAMERA: ClassVar[int] = 2
@@ -244,8 +251,9 @@ class RegDBProtocol(EvaluationProtocol):
         """Every gallery entry (see the base class)."""
         return np.ones((len(query_pids), len(gallery_pids)), dtype=bool)
 
-    def test_splits(self, test_images: Mapping[Modality, Sequence[ImageRecord]],
-                    direction: Direction, trials: int = 1) -> list[TestSplit]:
+    def test_splits(
+        self, test_images: Mapping[Modality, Sequence[ImageRecord]], direction: Direction, trials: int = 1
+    ) -> list[TestSplit]:
         """The split's query and gallery, as a one-element list.
 
         ``trials`` (at least 1) multiplies nothing: a RegDB split is not a random gallery. The
@@ -259,8 +267,7 @@ class RegDBProtocol(EvaluationProtocol):
         roles = self.roles_of(direction)
         check_trials(trials)
         query = tuple(dataclasses.replace(r, camera=self.QUERY_CAMERA) for r in test_images[roles.query])
-        gallery = tuple(dataclasses.replace(r, camera=self.GALLERY_CAMERA)
-                        for r in test_images[roles.gallery])
+        gallery = tuple(dataclasses.replace(r, camera=self.GALLERY_CAMERA) for r in test_images[roles.gallery])
         return [TestSplit(direction, self.trial, query, gallery)]
 
 
@@ -286,7 +293,8 @@ class LLCMProtocol(RandomGalleryProtocol):
     title: ClassVar[str] = "LLCM"
     roles: ClassVar[Mapping[Direction, Roles]] = {
         "visible_to_infrared": Roles(query="infrared", gallery="visible", drawn="infrared"),
-        "infrared_to_visible": Roles(query="infrared", gallery="visible", drawn="visible")}
+        "infrared_to_visible": Roles(query="infrared", gallery="visible", drawn="visible"),
+    }
     collapse_identities: ClassVar[bool] = True
 
     gallery_shots: str = "single"
@@ -298,12 +306,12 @@ class LLCMProtocol(RandomGalleryProtocol):
         """Everything but the query's own identity in its own camera (see the base class)."""
         query_pids, query_cams = np.asarray(query_pids), np.asarray(query_cams)
         gallery_pids, gallery_cams = np.asarray(gallery_pids), np.asarray(gallery_cams)
-        return ~((query_pids[:, None] == gallery_pids[None, :])
-                 & (query_cams[:, None] == gallery_cams[None, :]))
+        return ~((query_pids[:, None] == gallery_pids[None, :]) & (query_cams[:, None] == gallery_cams[None, :]))
 
 
 PROTOCOLS: dict[str, EvaluationProtocol] = {
-    protocol.name: protocol for protocol in (SYSUMM01Protocol(), RegDBProtocol(), LLCMProtocol())}
+    protocol.name: protocol for protocol in (SYSUMM01Protocol(), RegDBProtocol(), LLCMProtocol())
+}
 """Each protocol by name, with its default options (scoring does not depend on them)."""
 
 

@@ -41,7 +41,7 @@ def nearest_neighbours(distances: np.ndarray, count: int) -> np.ndarray:
     rows = rows_per_block(n)
     blocks = []
     for start in range(0, n, rows):
-        block = distances[start:start + rows].copy()
+        block = distances[start : start + rows].copy()
         block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
         kth_smallest = np.partition(block, count - 1, axis=1)[:, count - 1]
         blocks.append(ranked_prefix(block, kth_smallest)[:, :count])
@@ -60,7 +60,7 @@ def reciprocal_neighbours(neighbours: np.ndarray, k: int) -> np.ndarray:
     """
     n = neighbours.shape[0]
     forward = np.zeros((n, n), dtype=bool)
-    forward[np.arange(n)[:, None], neighbours[:, :k + 1]] = True
+    forward[np.arange(n)[:, None], neighbours[:, : k + 1]] = True
     return forward & forward.T
 
 
@@ -78,9 +78,9 @@ def expanded_reciprocal_neighbours(neighbours: np.ndarray, k1: int) -> np.ndarra
     reciprocal = reciprocal_neighbours(neighbours, k1)
     half = reciprocal_neighbours(neighbours, half_k)
     rows = np.arange(neighbours.shape[0])[:, None, None]
-    candidates = neighbours[:, :k1 + 1]                       # [N, k1 + 1]
-    members = neighbours[:, :half_k + 1][candidates]          # [N, k1 + 1, half_k + 1]
-    in_half_set = half[candidates[:, :, None], members]       # member of R(c, half_k)
+    candidates = neighbours[:, : k1 + 1]  # [N, k1 + 1]
+    members = neighbours[:, : half_k + 1][candidates]  # [N, k1 + 1, half_k + 1]
+    in_half_set = half[candidates[:, :, None], members]  # member of R(c, half_k)
     overlap = np.count_nonzero(in_half_set & reciprocal[rows, members], axis=-1)
     size = np.count_nonzero(in_half_set, axis=-1)
     accepted = reciprocal[rows[:, :, 0], candidates] & (3 * overlap >= 2 * size)
@@ -104,14 +104,14 @@ def jaccard_distance(probe_weights: np.ndarray, gallery_weights: np.ndarray) -> 
         ``[Q, G]`` distances in [0, 1]; 1 where both encodings are zero.
     """
     num_probes, num_gallery = probe_weights.shape[0], gallery_weights.shape[0]
-    coords, gallery_index = np.nonzero(gallery_weights.T)     # grouped by coordinate
+    coords, gallery_index = np.nonzero(gallery_weights.T)  # grouped by coordinate
     gallery_values = gallery_weights[gallery_index, coords]
     per_coord = np.bincount(coords, minlength=probe_weights.shape[1])
     coord_start = np.cumsum(per_coord) - per_coord
     minimum_sum = np.zeros((num_probes, num_gallery))
     rows = rows_per_block(num_gallery)
     for start in range(0, num_probes, rows):
-        block = probe_weights[start:start + rows]
+        block = probe_weights[start : start + rows]
         probe_rows, probe_coords = np.nonzero(block)
         pairs = per_coord[probe_coords]
         source = np.repeat(np.arange(len(probe_rows)), pairs)
@@ -119,17 +119,17 @@ def jaccard_distance(probe_weights: np.ndarray, gallery_weights: np.ndarray) -> 
         target = coord_start[probe_coords[source]] + within
         shared = np.minimum(block[probe_rows, probe_coords][source], gallery_values[target])
         flat = probe_rows[source] * num_gallery + gallery_index[target]
-        minimum_sum[start:start + len(block)] = np.bincount(
-            flat, weights=shared, minlength=len(block) * num_gallery).reshape(-1, num_gallery)
-    maximum_sum = (probe_weights.sum(1)[:, None] + gallery_weights.sum(1)[None, :]
-                   - minimum_sum)
-    similarity = np.divide(minimum_sum, maximum_sum, out=np.zeros_like(minimum_sum),
-                           where=maximum_sum > 0)
+        minimum_sum[start : start + len(block)] = np.bincount(
+            flat, weights=shared, minlength=len(block) * num_gallery
+        ).reshape(-1, num_gallery)
+    maximum_sum = probe_weights.sum(1)[:, None] + gallery_weights.sum(1)[None, :] - minimum_sum
+    similarity = np.divide(minimum_sum, maximum_sum, out=np.zeros_like(minimum_sum), where=maximum_sum > 0)
     return 1.0 - similarity
 
 
-def k_reciprocal_rerank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
-                        lambda_value: float = 0.3) -> np.ndarray:
+def k_reciprocal_rerank(
+    q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
     """Re-rank query-gallery distances with k-reciprocal encoding.
 
     Args:
@@ -152,11 +152,11 @@ def k_reciprocal_rerank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
     g_g = np.asarray(g_g_dist, dtype=np.float64)
     num_queries, num_gallery = q_g.shape
     if q_q.shape != (num_queries, num_queries) or g_g.shape != (num_gallery, num_gallery):
-        raise ValueError(f"distance shapes do not match: q_g {q_g.shape}, q_q {q_q.shape}, "
-                         f"g_g {g_g.shape}")
+        raise ValueError(f"distance shapes do not match: q_g {q_g.shape}, q_q {q_q.shape}, g_g {g_g.shape}")
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"need k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1, got k1={k1}, "
-                         f"k2={k2}, lambda_value={lambda_value}")
+        raise ValueError(
+            f"need k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1, got k1={k1}, k2={k2}, lambda_value={lambda_value}"
+        )
     distances = np.block([[q_q, q_g], [q_g.T, g_g]])
     n = distances.shape[0]
     k1, k2 = min(k1, n - 1), min(k2, n)

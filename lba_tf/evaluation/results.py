@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -41,8 +41,7 @@ class Metrics:
     @classmethod
     def of(cls, result: Mapping) -> Metrics:
         """The metrics of a dict of ``lba_tf.evaluation.evaluate`` (``cmc``, ``mAP``, ``mINP``)."""
-        return cls(np.asarray(result["cmc"], dtype=np.float64), float(result["mAP"]),
-                   float(result["mINP"]))
+        return cls(np.asarray(result["cmc"], dtype=np.float64), float(result["mAP"]), float(result["mINP"]))
 
     def row(self) -> dict[str, float]:
         """rank-1/5/10/20 (those within the curve), mAP and mINP, in percent."""
@@ -60,12 +59,16 @@ def mean_over_trials(trials: Sequence[Metrics]) -> Metrics:
     """
     if not trials:
         raise ValueError("no trial results to average")
-    return Metrics(np.mean(np.stack([t.cmc for t in trials]), 0),
-                   float(np.mean([t.mAP for t in trials])), float(np.mean([t.mINP for t in trials])))
+    return Metrics(
+        np.mean(np.stack([t.cmc for t in trials]), 0),
+        float(np.mean([t.mAP for t in trials])),
+        float(np.mean([t.mINP for t in trials])),
+    )
 
 
-def chance_level(split: TestSplit, protocol: str | EvaluationProtocol, max_rank: int = 20,
-                 draws: int = CHANCE_DRAWS) -> Metrics:
+def chance_level(
+    split: TestSplit, protocol: str | EvaluationProtocol, max_rank: int = 20, draws: int = CHANCE_DRAWS
+) -> Metrics:
     """What learning must beat: the mean metrics of ``draws`` random rankings of ``split``.
 
     The rankings are uniform random distances from a fixed seed, scored under the protocol's
@@ -73,10 +76,14 @@ def chance_level(split: TestSplit, protocol: str | EvaluationProtocol, max_rank:
     """
     rng = np.random.default_rng(CHANCE_SEED)
     labels = split_labels(split)
-    return mean_over_trials([
-        Metrics.of(evaluate(rng.random((len(split.query), len(split.gallery))), *labels, protocol,
-                            max_rank=max_rank))
-        for _ in range(draws)])
+    return mean_over_trials(
+        [
+            Metrics.of(
+                evaluate(rng.random((len(split.query), len(split.gallery))), *labels, protocol, max_rank=max_rank)
+            )
+            for _ in range(draws)
+        ]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +109,20 @@ class DirectionResult:
 
     def rows(self) -> list[tuple[str, dict[str, float]]]:
         """``(name, percent row)`` of each trial (``"0"``, ``"1"``, ...), ``"mean"`` and ``"chance"``."""
-        return ([(str(i), t.row()) for i, t in enumerate(self.trials)]
-                + [("mean", self.mean.row()), ("chance", self.chance.row())])
+        return [(str(i), t.row()) for i, t in enumerate(self.trials)] + [
+            ("mean", self.mean.row()),
+            ("chance", self.chance.row()),
+        ]
 
     def to_json(self) -> dict:
         """``{"trials": [row], "mean": row, "chance": row, "num_trials": int, "scored": str}``."""
-        return {"trials": [t.row() for t in self.trials], "mean": self.mean.row(),
-                "chance": self.chance.row(), "num_trials": len(self.trials), "scored": self.scored}
+        return {
+            "trials": [t.row() for t in self.trials],
+            "mean": self.mean.row(),
+            "chance": self.chance.row(),
+            "num_trials": len(self.trials),
+            "scored": self.scored,
+        }
 
 
 def format_table(results: Mapping[str, DirectionResult]) -> str:

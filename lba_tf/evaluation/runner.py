@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +19,7 @@ from lba_tf.log import logger
 
 __all__ = ["describe_split", "evaluate_model", "extract_features", "score_split"]
 
-_EMBED_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_EMBED_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _embed_function(model):
@@ -30,8 +30,7 @@ def _embed_function(model):
     """
     if model not in _EMBED_FUNCTIONS:
         ref = weakref.ref(model)
-        _EMBED_FUNCTIONS[model] = tf.function(lambda x, m: ref().embed(x, m, training=False),
-                                              reduce_retracing=True)
+        _EMBED_FUNCTIONS[model] = tf.function(lambda x, m: ref().embed(x, m, training=False), reduce_retracing=True)
     return _EMBED_FUNCTIONS[model]
 
 
@@ -65,8 +64,13 @@ def _unique_records(splits: Sequence[TestSplit]) -> list[ImageRecord]:
     return list(seen.values())
 
 
-def score_split(split: TestSplit, features: dict[str, np.ndarray], protocol: str | EvaluationProtocol,
-                rerank: bool = False, max_rank: int = 20) -> Metrics:
+def score_split(
+    split: TestSplit,
+    features: dict[str, np.ndarray],
+    protocol: str | EvaluationProtocol,
+    rerank: bool = False,
+    max_rank: int = 20,
+) -> Metrics:
     """Metrics of one trial from precomputed features (``path -> [D]`` L2-normalised)."""
     q = np.stack([features[r.path] for r in split.query])
     g = np.stack([features[r.path] for r in split.gallery])
@@ -93,9 +97,18 @@ def describe_split(split: TestSplit) -> str:
     return f"queries: {_side(split.query)}; gallery: {_side(split.gallery)}"
 
 
-def evaluate_model(model, dataset: ReIDDataset, *, height: int, width: int, trials: int,
-                   batch_size: int = 64, rerank: bool = False, skip_corrupt: bool = False,
-                   directions: Sequence[str] | None = None) -> dict[str, DirectionResult]:
+def evaluate_model(
+    model,
+    dataset: ReIDDataset,
+    *,
+    height: int,
+    width: int,
+    trials: int,
+    batch_size: int = 64,
+    rerank: bool = False,
+    skip_corrupt: bool = False,
+    directions: Sequence[str] | None = None,
+) -> dict[str, DirectionResult]:
     """Run the dataset's protocol on ``model``.
 
     Every image that appears in any query or gallery of any trial is decoded and embedded once;
@@ -121,11 +134,14 @@ def evaluate_model(model, dataset: ReIDDataset, *, height: int, width: int, tria
         records = _unique_records(splits)
         logger.info("%s: embedding %d images for %d trial(s)", direction, len(records), len(splits))
         cache = load_images(dataset.root, records, height, width, skip_corrupt=skip_corrupt)
-        feats = extract_features(model, cache.images,
-                                 [MODALITY_INDEX[r.modality] for r in cache.records], batch_size)
+        feats = extract_features(model, cache.images, [MODALITY_INDEX[r.modality] for r in cache.records], batch_size)
         by_path = {r.path: f for r, f in zip(cache.records, feats)}
-        kept = [dataclasses.replace(s, query=[r for r in s.query if r.path in by_path],
-                                    gallery=[r for r in s.gallery if r.path in by_path]) for s in splits]
+        kept = [
+            dataclasses.replace(
+                s, query=[r for r in s.query if r.path in by_path], gallery=[r for r in s.gallery if r.path in by_path]
+            )
+            for s in splits
+        ]
         per_trial = [score_split(s, by_path, protocol, rerank) for s in kept]
         chance = mean_over_trials([chance_level(s, protocol) for s in kept])
         results[direction] = DirectionResult(direction, per_trial, chance, describe_split(kept[0]))

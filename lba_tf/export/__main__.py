@@ -30,14 +30,20 @@ def is_torch_checkpoint(path: pathlib.Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     from lba_tf.cli import WeightsError, add_config_arguments, add_weights_arguments, config_from_args, resolve_weights
 
-    parser = argparse.ArgumentParser(prog="python -m lba_tf.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lba_tf.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     add_weights_arguments(parser, "a run directory, a .weights.h5 or .keras file, or an LbA PyTorch checkpoint")
     parser.add_argument("--output", default=None, metavar="DIR", help="export root (default: export.base_path)")
     parser.add_argument("--name", default=None, help="model name (default: export.name)")
-    parser.add_argument("--version", type=int, default=None, metavar="N",
-                        help="version number (default: one more than the highest present)")
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        metavar="N",
+        help="version number (default: one more than the highest present)",
+    )
     args = parser.parse_args(argv)
     if args.version is not None and args.version < 1:
         parser.error("--version must be a positive integer")
@@ -83,8 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             model = build_model(config, num_classes)
             model.load_weights(path)
     size = (config.data.image_height, config.data.image_width)
-    out = export_saved_model(model, args.output or config.export.base_path, args.name or config.export.name,
-                             version=args.version, image_size=size)
+    out = export_saved_model(
+        model,
+        args.output or config.export.base_path,
+        args.name or config.export.name,
+        version=args.version,
+        image_size=size,
+    )
     try:
         diffs = verify_export(out, model, image_size=size)
     except ExportVerificationError as err:

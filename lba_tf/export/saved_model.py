@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -27,8 +27,7 @@ from lba_tf.data.preprocess import decode_image, normalize, resize_to_uint8
 from lba_tf.data.records import MODALITY_INDEX
 from lba_tf.log import logger
 
-SIGNATURE_NAMES = ("serving_default", "embed_visible", "embed_infrared",
-                   "embed_visible_bytes", "embed_infrared_bytes")
+SIGNATURE_NAMES = ("serving_default", "embed_visible", "embed_infrared", "embed_visible_bytes", "embed_infrared_bytes")
 """Every signature an export holds."""
 
 OUTPUT_NAME = "embedding"
@@ -48,8 +47,10 @@ class ExportVerificationError(RuntimeError):
 def _signature_inputs(name: str) -> dict[str, tf.TensorSpec]:
     """The input specs of signature ``name``, keyed by input name."""
     if name == "serving_default":
-        return {"images": tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
-                "modality": tf.TensorSpec([None], tf.int32, name="modality")}
+        return {
+            "images": tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
+            "modality": tf.TensorSpec([None], tf.int32, name="modality"),
+        }
     if name.endswith("_bytes"):
         return {"image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")}
     return {"images": tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")}
@@ -87,8 +88,10 @@ class EmbeddingExportModule(tf.Module):
     def preprocess_bytes(self, image_bytes: tf.Tensor) -> tf.Tensor:
         """string ``[B]`` of encoded JPEG/PNG/BMP -> float32 normalised ``[B, height, width, 3]``."""
         resized = tf.map_fn(
-            lambda data: resize_to_uint8(decode_image(data), self.height, self.width), image_bytes,
-            fn_output_signature=tf.TensorSpec([self.height, self.width, 3], tf.uint8))
+            lambda data: resize_to_uint8(decode_image(data), self.height, self.width),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([self.height, self.width, 3], tf.uint8),
+        )
         return normalize(resized)
 
     def embed(self, images: tf.Tensor, modality: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -104,6 +107,7 @@ class EmbeddingExportModule(tf.Module):
             return tf.fill([size], tf.constant(fixed, tf.int32))
 
         if name == "serving_default":
+
             def serve(images, modality):
                 valid = tf.reduce_all((modality == 0) | (modality == 1))
                 check = tf.debugging.Assert(valid, ["modality must be 0 (visible) or 1 (infrared)"])
@@ -111,20 +115,26 @@ class EmbeddingExportModule(tf.Module):
                     modality = tf.identity(modality)
                 return self.embed(self.preprocess_pixels(images), modality)
         elif "image_bytes" in specs:
+
             def serve(image_bytes):
-                return self.embed(self.preprocess_bytes(image_bytes),
-                                  batch_modality(tf.shape(image_bytes)[0]))
+                return self.embed(self.preprocess_bytes(image_bytes), batch_modality(tf.shape(image_bytes)[0]))
         else:
+
             def serve(images):
                 return self.embed(self.preprocess_pixels(images), batch_modality(tf.shape(images)[0]))
+
         return tf.function(serve, input_signature=list(specs.values())).get_concrete_function()
 
 
 def _warmup_pixels(count: int, height: int, width: int) -> np.ndarray:
     """Deterministic uint8 ``[count, height, width, 3]`` gradients (warm-up and check inputs)."""
     y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    images = [np.stack([(x * 255) // max(width - 1, 1), (y * 255) // max(height - 1, 1),
-                        np.full_like(x, (97 * i) % 256)], axis=-1) for i in range(count)]
+    images = [
+        np.stack(
+            [(x * 255) // max(width - 1, 1), (y * 255) // max(height - 1, 1), np.full_like(x, (97 * i) % 256)], axis=-1
+        )
+        for i in range(count)
+    ]
     return np.asarray(images, np.uint8)
 
 
@@ -179,8 +189,14 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model, base_path: str, name: str = "lba", version: int | None = None,
-                       image_size: Sequence[int] = (288, 144), warmup_examples: int = 2) -> str:
+def export_saved_model(
+    model,
+    base_path: str,
+    name: str = "lba",
+    version: int | None = None,
+    image_size: Sequence[int] = (288, 144),
+    warmup_examples: int = 2,
+) -> str:
     """Export ``model`` as ``<base_path>/<name>/<version>/``, a SavedModel for TF Serving.
 
     The version directory appears atomically: the SavedModel is written under a hidden
@@ -256,8 +272,7 @@ def unavailable_ops(ops: set[str]) -> set[str]:
     return {op for op in ops if op in FORBIDDEN_OPS or op_def_registry.get(op) is None}
 
 
-def reference_embeddings(model, name: str, inputs: Mapping[str, np.ndarray],
-                         image_size: Sequence[int]) -> np.ndarray:
+def reference_embeddings(model, name: str, inputs: Mapping[str, np.ndarray], image_size: Sequence[int]) -> np.ndarray:
     """What signature ``name`` must return, computed eagerly with the in-process ``model``.
 
     Args:
@@ -268,8 +283,7 @@ def reference_embeddings(model, name: str, inputs: Mapping[str, np.ndarray],
     """
     height, width = image_size
     if "image_bytes" in inputs:
-        pixels = tf.stack([resize_to_uint8(decode_image(tf.constant(b)), height, width)
-                           for b in inputs["image_bytes"]])
+        pixels = tf.stack([resize_to_uint8(decode_image(tf.constant(b)), height, width) for b in inputs["image_bytes"]])
         batch = len(inputs["image_bytes"])
     else:
         pixels = resize_to_uint8(tf.constant(inputs["images"]), height, width)
@@ -279,8 +293,9 @@ def reference_embeddings(model, name: str, inputs: Mapping[str, np.ndarray],
     return np.asarray(model.embed(normalize(pixels), tf.constant(modality, tf.int32), training=False))
 
 
-def verify_export(path: str, model, image_size: Sequence[int] = (288, 144), batch: int = 3,
-                  atol: float = 1e-5, seed: int = 0) -> dict[str, float]:
+def verify_export(
+    path: str, model, image_size: Sequence[int] = (288, 144), batch: int = 3, atol: float = 1e-5, seed: int = 0
+) -> dict[str, float]:
     """Reload an export and check every signature against the in-process model.
 
     Each signature gets ``batch`` random images of a size other than ``image_size`` (so the
@@ -325,7 +340,8 @@ def verify_export(path: str, model, image_size: Sequence[int] = (288, 144), batc
         differences[name] = float(np.max(np.abs(got - want)))
         if differences[name] > atol:
             raise ExportVerificationError(
-                f"{path}: {name} differs from the in-process model by {differences[name]:.3g} > {atol}")
+                f"{path}: {name} differs from the in-process model by {differences[name]:.3g} > {atol}"
+            )
     return differences
 
 

@@ -56,12 +56,8 @@ def dense_triplet_loss(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    anchor, positive, negative, comask = (
-        tf.cast(t, tf.float32) for t in (anchor, positive, negative, comask)
-    )
-    hinge = tf.nn.relu(
-        margin + pairwise_distance(anchor, positive) - pairwise_distance(anchor, negative)
-    )
+    anchor, positive, negative, comask = (tf.cast(t, tf.float32) for t in (anchor, positive, negative, comask))
+    hinge = tf.nn.relu(margin + pairwise_distance(anchor, positive) - pairwise_distance(anchor, negative))
     if reduction == "paper":
         return tf.reduce_mean(comask * hinge)
     return tf.reduce_mean(tf.reduce_mean(comask, axis=0) * tf.reduce_mean(hinge, axis=0))

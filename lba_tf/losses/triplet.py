@@ -15,11 +15,7 @@ def euclidean_distances(features: tf.Tensor) -> tf.Tensor:
         ``[N, N]`` distances; the diagonal is ``1e-6`` (the clamp), not 0.
     """
     squared_norms = tf.reduce_sum(tf.square(features), axis=1)
-    squared = (
-        squared_norms[:, None]
-        + squared_norms[None, :]
-        - 2.0 * tf.matmul(features, features, transpose_b=True)
-    )
+    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * tf.matmul(features, features, transpose_b=True)
     return tf.sqrt(tf.maximum(squared, 1e-12))
 
 
@@ -42,9 +38,7 @@ def hardest_distances(features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor
     return d_ap, d_an
 
 
-def batch_hard_triplet_loss(
-    features: tf.Tensor, labels: tf.Tensor, margin: float = 0.3
-) -> tf.Tensor:
+def batch_hard_triplet_loss(features: tf.Tensor, labels: tf.Tensor, margin: float = 0.3) -> tf.Tensor:
     """Mean over anchors of ``max(0, d_ap - d_an + margin)`` with the hardest pairs in the batch.
 
     Args:

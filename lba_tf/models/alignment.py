@@ -28,14 +28,11 @@ def check_batch_layout(num_identities: int, num_instances: int) -> None:
     """Raise ``ValueError`` unless every identity can get K distinct other identities."""
     if num_identities - 1 < num_instances:
         raise ValueError(
-            "negatives need num_identities - 1 >= num_instances, "
-            f"got P={num_identities}, K={num_instances}"
+            f"negatives need num_identities - 1 >= num_instances, got P={num_identities}, K={num_instances}"
         )
 
 
-def sample_alignment_pairs(
-    num_identities: int, num_instances: int, seed: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+def sample_alignment_pairs(num_identities: int, num_instances: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Draw a positive and a negative target for every image of an identity-major batch.
 
     The batch is ``[RGB (PK); IR (PK)]`` with ``N = 2PK`` images, image ``i`` of each half
@@ -58,9 +55,7 @@ def sample_alignment_pairs(
     """
     p, k = num_identities, num_instances
     check_batch_layout(p, k)
-    seed_pos, seed_neg_identity, seed_neg_position = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=3)
-    )
+    seed_pos, seed_neg_identity, seed_neg_position = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     # Axis 0 runs over the query halves: 0 = RGB queries, 1 = IR queries.
     first_image = tf.range(p, dtype=tf.int32)[:, None] * k
     pos = first_image + _random_permutations([2, p, k], seed_pos)
@@ -111,9 +106,7 @@ def l2_normalize_channels(features: tf.Tensor) -> tf.Tensor:
     return features * tf.math.rsqrt(tf.maximum(squared_norm, NORMALIZE_EPS**2))
 
 
-def soft_correspondence(
-    query: tf.Tensor, target: tf.Tensor, temperature: float
-) -> tuple[tf.Tensor, tf.Tensor]:
+def soft_correspondence(query: tf.Tensor, target: tf.Tensor, temperature: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Matching probability of query positions over target positions, and the warped target.
 
     ``S[p, p']`` is the cosine similarity of the channel vectors of the query at ``p`` and the
@@ -132,9 +125,7 @@ def soft_correspondence(
     n, h, w, c = shape[0], shape[1], shape[2], shape[3]
     query_flat = tf.reshape(query, [n, h * w, c])
     target_flat = tf.reshape(target, [n, h * w, c])
-    similarity = tf.einsum(
-        "npc,nqc->npq", l2_normalize_channels(query_flat), l2_normalize_channels(target_flat)
-    )
+    similarity = tf.einsum("npc,nqc->npq", l2_normalize_channels(query_flat), l2_normalize_channels(target_flat))
     logits = temperature * (similarity - tf.reduce_max(similarity, axis=-1, keepdims=True))
     matching = tf.nn.softmax(logits, axis=-1)
     warped = tf.einsum("npq,nqc->npc", matching, target_flat)
@@ -259,16 +250,12 @@ class CrossModalAlignment(keras.layers.Layer):
 
     def call(self, features, pairs=None, training=None):
         if pairs is None:
-            pairs = sample_alignment_pairs(
-                self.num_identities, self.num_instances, self.next_seed()
-            )
+            pairs = sample_alignment_pairs(self.num_identities, self.num_instances, self.next_seed())
         pos, neg = (tf.cast(index, tf.int32) for index in pairs)
         query = tf.cast(features, tf.float32)
         mask = foreground_mask(query)
 
-        matching_pos, warped_pos = self._correspondence(
-            query, tf.gather(query, pos), self.temperature
-        )
+        matching_pos, warped_pos = self._correspondence(query, tf.gather(query, pos), self.temperature)
         _, warped_neg = self._correspondence(query, tf.gather(query, neg), self.temperature)
         reconstruction_pos = reconstruct(mask, warped_pos, query)
         return {

@@ -41,10 +41,8 @@ class TorchBatchNormalization(keras.layers.BatchNormalization):
         count = ops.cast(ops.size(x) // ops.shape(x)[self.axis], compute_dtype)
         unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
         gamma = ops.cast(self.gamma, compute_dtype) if self.scale else None
         beta = ops.cast(self.beta, compute_dtype) if self.center else None
-        out = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta, scale=gamma,
-                                      epsilon=self.epsilon)
+        out = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta, scale=gamma, epsilon=self.epsilon)
         return ops.cast(out, self.compute_dtype)

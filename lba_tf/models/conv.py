@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -70,8 +70,8 @@ def conv2d_valid_stride1(inputs: tf.Tensor, kernel: tf.Tensor):
     def gradient(grad):
         with tf.name_scope(GRADIENT_SCOPE):
             grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
-                input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad,
-                strides=[1, 1, 1, 1], padding="VALID")
+                input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad, strides=[1, 1, 1, 1], padding="VALID"
+            )
             return _input_gradient(grad, kernel, tf.shape(inputs)), grad_kernel
 
     return outputs, gradient
@@ -129,8 +129,13 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        if (tuple(self.strides) == (1, 1) and self.padding == "valid"
-                and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
-                and self.data_format == "channels_last" and fast_gradient_applies()):
+        if (
+            tuple(self.strides) == (1, 1)
+            and self.padding == "valid"
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+            and fast_gradient_applies()
+        ):
             return conv2d_valid_stride1(inputs, tf.convert_to_tensor(kernel))
         return super().convolution_op(inputs, kernel)

@@ -72,16 +72,16 @@ class TwoStreamEncoder(keras.Model):
         Returns:
             ``{"layer3": ..., "layer4": ...}`` over the ``N = N_v + N_i`` images, visible first.
         """
-        x = ops.concatenate([self.visible_stem(visible, training=training),
-                             self.infrared_stem(infrared, training=training)], axis=0)
+        x = ops.concatenate(
+            [self.visible_stem(visible, training=training), self.infrared_stem(infrared, training=training)], axis=0
+        )
         return self.body(x, training=training)
 
     def call(self, images, modality, training=None):
         modality = tf.cast(modality, tf.int32)
         if training:
             # BatchNorm of an empty batch would average over nothing and write NaN statistics
-            check = tf.debugging.assert_positive(tf.shape(images)[0],
-                                                 message="a training batch needs an image")
+            check = tf.debugging.assert_positive(tf.shape(images)[0], message="a training batch needs an image")
             with tf.control_dependencies([check]):
                 images = tf.identity(images)
             return self.body(self._stems(images, modality, training), training=training)
@@ -89,9 +89,10 @@ class TwoStreamEncoder(keras.Model):
         # one. An empty batch runs as one zero image and keeps none of its outputs.
         batch = tf.shape(images)[0]
         images, modality = tf.cond(
-            batch > 0, lambda: (images, modality),
-            lambda: (tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype),
-                     tf.zeros([1], tf.int32)))
+            batch > 0,
+            lambda: (images, modality),
+            lambda: (tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype), tf.zeros([1], tf.int32)),
+        )
         features = self.body(self._stems(images, modality, training), training=training)
         return {name: value[:batch] for name, value in features.items()}
 
@@ -110,13 +111,20 @@ class TwoStreamEncoder(keras.Model):
             visible_at, infrared_at = tf.dynamic_partition(positions, modality, 2)
             return tf.dynamic_stitch(
                 [visible_at, infrared_at],
-                [self.visible_stem(visible_images, training=training),
-                 self.infrared_stem(infrared_images, training=training)])
+                [
+                    self.visible_stem(visible_images, training=training),
+                    self.infrared_stem(infrared_images, training=training),
+                ],
+            )
 
-        return tf.switch_case(branch, [
-            lambda: self.visible_stem(images, training=training),
-            lambda: self.infrared_stem(images, training=training),
-            mixed])
+        return tf.switch_case(
+            branch,
+            [
+                lambda: self.visible_stem(images, training=training),
+                lambda: self.infrared_stem(images, training=training),
+                mixed,
+            ],
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -64,16 +64,23 @@ class BNNeck(keras.layers.Layer):
     (4, 2048)
     """
 
-    def __init__(self, gamma_stddev: float = 0.01, epsilon: float = BATCH_NORM_EPSILON,
-                 momentum: float = BATCH_NORM_MOMENTUM, **kwargs):
+    def __init__(
+        self,
+        gamma_stddev: float = 0.01,
+        epsilon: float = BATCH_NORM_EPSILON,
+        momentum: float = BATCH_NORM_MOMENTUM,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.gamma_stddev = gamma_stddev
         self.epsilon = epsilon
         self.momentum = momentum
         self.batch_norm = TorchBatchNormalization(
-            momentum=momentum, epsilon=epsilon,
+            momentum=momentum,
+            epsilon=epsilon,
             gamma_initializer=keras.initializers.RandomNormal(1.0, gamma_stddev),
-            name="batch_norm")
+            name="batch_norm",
+        )
 
     def build(self, input_shape):
         self.batch_norm.build(input_shape)
@@ -84,8 +91,7 @@ class BNNeck(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(gamma_stddev=self.gamma_stddev, epsilon=self.epsilon,
-                      momentum=self.momentum)
+        config.update(gamma_stddev=self.gamma_stddev, epsilon=self.epsilon, momentum=self.momentum)
         return config
 
 
@@ -112,7 +118,9 @@ class IdentityClassifier(keras.layers.Layer):
     def build(self, input_shape):
         self.kernel = self.add_weight(
             shape=(input_shape[-1], self.num_classes),
-            initializer=keras.initializers.RandomNormal(0.0, self.stddev), name="kernel")
+            initializer=keras.initializers.RandomNormal(0.0, self.stddev),
+            name="kernel",
+        )
 
     def call(self, inputs):
         return ops.matmul(inputs, self.kernel)

@@ -60,12 +60,26 @@ class LbAModel(keras.Model):
     >>> emb = model.embed(tf.zeros([2, 64, 32, 3]), tf.constant([0, 1]))   # [2, 128]
     """
 
-    def __init__(self, num_classes: int, depth: int = 50, width: int = 64, last_stride: int = 1,
-                 method: str = "full", num_identities: int = 8, num_instances: int = 4,
-                 gem_p: float = 3.0, temperature: float = 50.0, dt_reduction: str = "official",
-                 triplet_margin: float = 0.3, dense_triplet_margin: float = 0.3,
-                 dense_triplet_weight: float = 0.5, id_consistency_weight: float = 1.0,
-                 jit_compile_alignment: bool = True, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        num_classes: int,
+        depth: int = 50,
+        width: int = 64,
+        last_stride: int = 1,
+        method: str = "full",
+        num_identities: int = 8,
+        num_instances: int = 4,
+        gem_p: float = 3.0,
+        temperature: float = 50.0,
+        dt_reduction: str = "official",
+        triplet_margin: float = 0.3,
+        dense_triplet_margin: float = 0.3,
+        dense_triplet_weight: float = 0.5,
+        id_consistency_weight: float = 1.0,
+        jit_compile_alignment: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if method not in ("baseline", "full"):
             raise ValueError(f"method must be 'baseline' or 'full', got {method!r}")
@@ -91,10 +105,15 @@ class LbAModel(keras.Model):
         self.alignment = None
         if method == "full":
             self.alignment = CrossModalAlignment(
-                num_identities, num_instances, temperature=temperature,
-                jit_compile=jit_compile_alignment, seed=seed, name="cmalign")
+                num_identities,
+                num_instances,
+                temperature=temperature,
+                jit_compile=jit_compile_alignment,
+                seed=seed,
+                name="cmalign",
+            )
 
-    def build_for(self, height: int, width: int) -> "LbAModel":
+    def build_for(self, height: int, width: int) -> LbAModel:
         """Create every weight for ``height x width`` inputs (before ``load_weights``)."""
         images = tf.zeros([2, height, width, 3])
         pooled = self.pool(self.encoder(images, tf.constant([0, 1]), training=False)["layer4"])
@@ -134,8 +153,9 @@ class LbAModel(keras.Model):
         pooled = self.pool(feature_map)
         return pooled, tf.cast(self.classifier(self.bnneck(pooled, training=training)), tf.float32)
 
-    def training_outputs(self, images: tf.Tensor, training: bool = True,
-                         pairs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def training_outputs(
+        self, images: tf.Tensor, training: bool = True, pairs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The heads' and the alignment's outputs on one training batch (no loss).
 
         Args:
@@ -186,12 +206,15 @@ class LbAModel(keras.Model):
                 losses["ic" + suffix] = identity_loss(outputs["consistency_logits"][layer], labels)
                 alignment = outputs["alignment"][layer]
                 losses["dt" + suffix] = dense_triplet_loss(
-                    alignment["query"], alignment["reconstruction_pos"],
-                    alignment["reconstruction_neg"], alignment["comask"],
-                    margin=self.dense_triplet_margin, reduction=self.dt_reduction)
+                    alignment["query"],
+                    alignment["reconstruction_pos"],
+                    alignment["reconstruction_neg"],
+                    alignment["comask"],
+                    margin=self.dense_triplet_margin,
+                    reduction=self.dt_reduction,
+                )
         losses["id"] = identity_loss(outputs["logits"], labels)
-        losses["triplet"] = batch_hard_triplet_loss(
-            tf.cast(outputs["pooled"], tf.float32), labels, self.triplet_margin)
+        losses["triplet"] = batch_hard_triplet_loss(tf.cast(outputs["pooled"], tf.float32), labels, self.triplet_margin)
         total = losses["id"] + losses["triplet"]
         if aligned:
             total += self.id_consistency_weight * (losses["ic3"] + losses["ic4"])
@@ -199,8 +222,9 @@ class LbAModel(keras.Model):
         losses["total"] = total
         return losses
 
-    def compute_losses(self, images: tf.Tensor, labels: tf.Tensor, training: bool = True,
-                       pairs: Mapping[str, Any] | None = None) -> dict[str, tf.Tensor]:
+    def compute_losses(
+        self, images: tf.Tensor, labels: tf.Tensor, training: bool = True, pairs: Mapping[str, Any] | None = None
+    ) -> dict[str, tf.Tensor]:
         """Every loss component of one training batch, with the outputs the trainer logs.
 
         Args:
@@ -236,16 +260,26 @@ class LbAModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_classes": self.num_classes, "depth": self.depth, "width": self.width,
-            "last_stride": self.last_stride, "method": self.method,
-            "num_identities": self.num_identities, "num_instances": self.num_instances,
-            "gem_p": self.gem_p, "temperature": self.temperature, "dt_reduction": self.dt_reduction,
-            "triplet_margin": self.triplet_margin, "dense_triplet_margin": self.dense_triplet_margin,
-            "dense_triplet_weight": self.dense_triplet_weight,
-            "id_consistency_weight": self.id_consistency_weight,
-            "jit_compile_alignment": self.jit_compile_alignment, "seed": self.seed,
-        })
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "depth": self.depth,
+                "width": self.width,
+                "last_stride": self.last_stride,
+                "method": self.method,
+                "num_identities": self.num_identities,
+                "num_instances": self.num_instances,
+                "gem_p": self.gem_p,
+                "temperature": self.temperature,
+                "dt_reduction": self.dt_reduction,
+                "triplet_margin": self.triplet_margin,
+                "dense_triplet_margin": self.dense_triplet_margin,
+                "dense_triplet_weight": self.dense_triplet_weight,
+                "id_consistency_weight": self.id_consistency_weight,
+                "jit_compile_alignment": self.jit_compile_alignment,
+                "seed": self.seed,
+            }
+        )
         return config
 
 
@@ -257,13 +291,24 @@ def build_model(config, num_classes: int) -> LbAModel:
     """
     m, loss, data = config.model, config.loss, config.data
     model = LbAModel(
-        num_classes, depth=m.depth, width=m.width, last_stride=m.last_stride, method=m.method,
-        num_identities=data.num_identities, num_instances=data.num_instances, gem_p=m.gem_p,
-        temperature=m.temperature, dt_reduction=m.dt_reduction, triplet_margin=loss.triplet_margin,
+        num_classes,
+        depth=m.depth,
+        width=m.width,
+        last_stride=m.last_stride,
+        method=m.method,
+        num_identities=data.num_identities,
+        num_instances=data.num_instances,
+        gem_p=m.gem_p,
+        temperature=m.temperature,
+        dt_reduction=m.dt_reduction,
+        triplet_margin=loss.triplet_margin,
         dense_triplet_margin=loss.dense_triplet_margin,
         dense_triplet_weight=loss.dense_triplet_weight,
         id_consistency_weight=loss.id_consistency_weight,
-        jit_compile_alignment=config.train.jit_compile, seed=config.train.seed, name="lba")
+        jit_compile_alignment=config.train.jit_compile,
+        seed=config.train.seed,
+        name="lba",
+    )
     model.build_for(data.image_height, data.image_width)
     if m.pretrained not in (None, RANDOM_INIT):
         model.encoder.load_weights(m.pretrained)  # ImageNet initialisation from import_torch

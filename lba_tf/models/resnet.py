@@ -37,15 +37,20 @@ def _pad(x, size: int):
 def _conv(filters: int, kernel_size: int, stride: int = 1, name: str | None = None):
     """Bias-free "valid" convolution, He-normal over fan-out like torchvision."""
     return Conv2D(
-        filters, kernel_size, strides=stride, padding="valid", use_bias=False,
+        filters,
+        kernel_size,
+        strides=stride,
+        padding="valid",
+        use_bias=False,
         kernel_initializer=keras.initializers.VarianceScaling(
-            scale=2.0, mode="fan_out", distribution="untruncated_normal"),
-        name=name)
+            scale=2.0, mode="fan_out", distribution="untruncated_normal"
+        ),
+        name=name,
+    )
 
 
 def _batch_norm(name: str):
-    return TorchBatchNormalization(
-        momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, name=name)
+    return TorchBatchNormalization(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, name=name)
 
 
 def depth_spec(depth: int) -> tuple[str, tuple[int, int, int, int]]:
@@ -246,8 +251,7 @@ class ResNetStage(keras.layers.Layer):
     (1, 8, 4, 64)
     """
 
-    def __init__(self, block_type: str, filters: int, num_blocks: int, input_channels: int,
-                 stride: int = 1, **kwargs):
+    def __init__(self, block_type: str, filters: int, num_blocks: int, input_channels: int, stride: int = 1, **kwargs):
         super().__init__(**kwargs)
         if block_type not in BLOCK_TYPES:
             raise ValueError(f"block_type must be one of {sorted(BLOCK_TYPES)}, got {block_type!r}")
@@ -275,9 +279,13 @@ class ResNetStage(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(block_type=self.block_type, filters=self.filters,
-                      num_blocks=self.num_blocks, input_channels=self.input_channels,
-                      stride=self.stride)
+        config.update(
+            block_type=self.block_type,
+            filters=self.filters,
+            num_blocks=self.num_blocks,
+            input_channels=self.input_channels,
+            stride=self.stride,
+        )
         return config
 
 
@@ -315,8 +323,7 @@ class ResNetBody(keras.layers.Layer):
         channels = width
         stages = []
         for index, (count, stride) in enumerate(zip(counts, strides)):
-            stage = ResNetStage(block_type, width * 2**index, count, channels, stride,
-                                name=f"layer{index + 1}")
+            stage = ResNetStage(block_type, width * 2**index, count, channels, stride, name=f"layer{index + 1}")
             channels = stage.out_channels
             stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

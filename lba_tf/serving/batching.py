@@ -6,8 +6,8 @@ import collections
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -45,13 +45,15 @@ class BatchScheduler:
         self._runners: dict[tuple, Callable] = {}
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._loop, name=f"batching-{i}", daemon=True)
-                         for i in range(num_threads)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batching-{i}", daemon=True) for i in range(num_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
-    def submit(self, key: tuple, run: Callable[[dict], dict],
-               inputs: dict[str, np.ndarray]) -> concurrent.futures.Future:
+    def submit(
+        self, key: tuple, run: Callable[[dict], dict], inputs: dict[str, np.ndarray]
+    ) -> concurrent.futures.Future:
         """Queue one request.
 
         Args:
@@ -93,8 +95,12 @@ class BatchScheduler:
                     continue
                 key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
                 deadline = self._queues[key][0].enqueued + self.timeout_s
-                while (not self._closed and key in self._queues and self._queued(key) < self.max_batch_size
-                       and time.monotonic() < deadline):
+                while (
+                    not self._closed
+                    and key in self._queues
+                    and self._queued(key) < self.max_batch_size
+                    and time.monotonic() < deadline
+                ):
                     self._cond.wait(max(deadline - time.monotonic(), 0.0))
                 if key not in self._queues:  # another batching thread took it
                     continue

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -24,10 +24,10 @@ from lba_tf.log import import_tensorflow_quietly
 
 import_tensorflow_quietly()  # its CUDA stub prints at load time otherwise
 import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from lba_tf.data.records import MODALITY_INDEX
-from lba_tf.export.saved_model import OUTPUT_NAME
+from lba_tf.data.records import MODALITY_INDEX  # noqa: E402
+from lba_tf.export.saved_model import OUTPUT_NAME  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -41,8 +41,9 @@ def connect(server: str, max_message_mb: int = 64) -> prediction_service_pb2_grp
             for receiving on the client side unless raised here).
     """
     size = int(max_message_mb * 1024 * 1024)
-    channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", size),
-                                                     ("grpc.max_send_message_length", size)])
+    channel = grpc.insecure_channel(
+        server, options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+    )
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
@@ -69,8 +70,14 @@ def model_version(stub, model_name: str, timeout: float = 30.0) -> int:
     return stub.GetModelMetadata(request, timeout=timeout).model_spec.version.value
 
 
-def predict(stub, model_name: str, signature: str, inputs: dict[str, np.ndarray],
-            version: int | None = None, timeout: float = 60.0) -> np.ndarray:
+def predict(
+    stub,
+    model_name: str,
+    signature: str,
+    inputs: dict[str, np.ndarray],
+    version: int | None = None,
+    timeout: float = 60.0,
+) -> np.ndarray:
     """One Predict call; returns the ``embedding`` output ``[batch, D]``.
 
     Args:
@@ -110,9 +117,16 @@ def _chunks(shapes: Sequence[tuple], batch_size: int) -> list[slice]:
     return chunks
 
 
-def embed_images(stub, model_name: str, images: Sequence[np.ndarray] | np.ndarray | None = None,
-                 image_bytes: Sequence[bytes] | None = None, modality: str | int | Sequence = "visible",
-                 batch_size: int = 16, version: int | None = None, timeout: float = 60.0) -> np.ndarray:
+def embed_images(
+    stub,
+    model_name: str,
+    images: Sequence[np.ndarray] | np.ndarray | None = None,
+    image_bytes: Sequence[bytes] | None = None,
+    modality: str | int | Sequence = "visible",
+    batch_size: int = 16,
+    version: int | None = None,
+    timeout: float = 60.0,
+) -> np.ndarray:
     """Embeddings of images from the served model, in batches.
 
     Give either ``images`` (uint8 pixels, sent to ``embed_<modality>``, or to ``serving_default``
@@ -178,24 +192,47 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def embed_files(stub, model_name: str, paths: Sequence[str], modality: str, send: str = "bytes",
-                batch_size: int = 16, version: int | None = None) -> np.ndarray:
+def embed_files(
+    stub,
+    model_name: str,
+    paths: Sequence[str],
+    modality: str,
+    send: str = "bytes",
+    batch_size: int = 16,
+    version: int | None = None,
+) -> np.ndarray:
     """Embeddings of image files: their bytes (decoded by the server) or their pixels.
 
     Args:
         send: ``"bytes"`` for the ``*_bytes`` signatures, ``"pixels"`` to decode here with Pillow.
     """
     if send == "bytes":
-        return embed_images(stub, model_name, image_bytes=[read_bytes(p) for p in paths], modality=modality,
-                            batch_size=batch_size, version=version)
-    return embed_images(stub, model_name, images=[read_pixels(p) for p in paths], modality=modality,
-                        batch_size=batch_size, version=version)
+        return embed_images(
+            stub,
+            model_name,
+            image_bytes=[read_bytes(p) for p in paths],
+            modality=modality,
+            batch_size=batch_size,
+            version=version,
+        )
+    return embed_images(
+        stub,
+        model_name,
+        images=[read_pixels(p) for p in paths],
+        modality=modality,
+        batch_size=batch_size,
+        version=version,
+    )
 
 
 def list_images(directory: str) -> list[str]:
     """Image files under ``directory`` (recursively), sorted."""
-    found = [os.path.join(root, name) for root, _, names in os.walk(directory)
-             for name in names if name.lower().endswith(IMAGE_EXTENSIONS)]
+    found = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(directory)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    ]
     return sorted(found)
 
 
@@ -209,8 +246,15 @@ def gallery_cache_path(cache_dir: str, model_name: str, version: int, modality: 
     return os.path.join(cache_dir, f".lba-gallery-{model_name}-v{version}-{modality}-{digest}.npz")
 
 
-def gallery_embeddings(stub, model_name: str, directory: str, modality: str, cache_dir: str | None = None,
-                       send: str = "bytes", batch_size: int = 16) -> tuple[list[str], np.ndarray, int]:
+def gallery_embeddings(
+    stub,
+    model_name: str,
+    directory: str,
+    modality: str,
+    cache_dir: str | None = None,
+    send: str = "bytes",
+    batch_size: int = 16,
+) -> tuple[list[str], np.ndarray, int]:
     """Embeddings of every image in a gallery folder, from the cache when it is current.
 
     Args:
@@ -253,8 +297,14 @@ def rank_gallery(queries: np.ndarray, gallery: np.ndarray, top_k: int) -> tuple[
     return order, np.take_along_axis(scores, order, axis=1)
 
 
-def render_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str], indices: np.ndarray,
-                        scores: np.ndarray, out_path: str, thumb_size: tuple[int, int] = (128, 64)) -> None:
+def render_ranked_lists(
+    query_paths: Sequence[str],
+    gallery_paths: Sequence[str],
+    indices: np.ndarray,
+    scores: np.ndarray,
+    out_path: str,
+    thumb_size: tuple[int, int] = (128, 64),
+) -> None:
     """A PNG with one row per query: the query, then its ranked gallery thumbnails and scores.
 
     Args:
@@ -270,8 +320,9 @@ def render_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str]
     height, width = thumb_size
     pad, text = 6, 14
     columns = indices.shape[1] + 1
-    canvas = Image.new("RGB", (columns * (width + pad) + 2 * pad, len(query_paths) * (height + text + pad) + pad),
-                       "white")
+    canvas = Image.new(
+        "RGB", (columns * (width + pad) + 2 * pad, len(query_paths) * (height + text + pad) + pad), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     for row, query in enumerate(query_paths):
         top = pad + row * (height + text + pad)
@@ -295,8 +346,9 @@ def _embed_command(args) -> None:
 
 def _search_command(args) -> None:
     stub = connect(args.server, args.max_message_mb)
-    paths, gallery, version = gallery_embeddings(stub, args.model, args.gallery, args.gallery_modality,
-                                                 args.cache_dir, args.send, args.batch_size)
+    paths, gallery, version = gallery_embeddings(
+        stub, args.model, args.gallery, args.gallery_modality, args.cache_dir, args.send, args.batch_size
+    )
     query_modality = other_modality(args.gallery_modality)
     queries = embed_files(stub, args.model, args.query, query_modality, args.send, args.batch_size, version)
     indices, scores = rank_gallery(queries, gallery, args.top_k)
@@ -310,15 +362,20 @@ def _search_command(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lba_tf.serving.client",
-                                     description="Embed images or search a gallery with the served encoder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lba_tf.serving.client", description="Embed images or search a gallery with the served encoder."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub):
         sub.add_argument("--server", default="localhost:8500", help="host:port of the gRPC API")
         sub.add_argument("--model", default="lba", help="model name")
-        sub.add_argument("--send", choices=("bytes", "pixels"), default="bytes",
-                         help="send encoded files (decoded by the server) or pixels decoded here")
+        sub.add_argument(
+            "--send",
+            choices=("bytes", "pixels"),
+            default="bytes",
+            help="send encoded files (decoded by the server) or pixels decoded here",
+        )
         sub.add_argument("--batch-size", type=int, default=16)
         sub.add_argument("--max-message-mb", type=int, default=64)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import grpc
 import tensorflow as tf
@@ -30,11 +30,11 @@ class ModelServerCore:
         """The manager and servable a ``ModelSpec`` names (``ServingError`` NOT_FOUND/UNAVAILABLE)."""
         manager = self.models.get(model_spec.name)
         if manager is None:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: Latest({model_spec.name})")
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({model_spec.name})")
         if model_spec.version_label:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Unrecognized servable version label: {model_spec.version_label}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Unrecognized servable version label: {model_spec.version_label}"
+            )
         version = model_spec.version.value if model_spec.HasField("version") else None
         return manager, manager.get(version)
 
@@ -46,21 +46,28 @@ class ModelServerCore:
         outputs = servable.output_names(signature)
         for name in request.output_filter:
             if name not in outputs:
-                raise invalid_argument(f"output tensor alias not found in signature: {name} "
-                                       f"Outputs expected to be in the set {{{','.join(outputs)}}}.")
-        key = (manager.name, servable.version, signature,
-               tuple((name, array.shape[1:], array.dtype.str) for name, array in sorted(inputs.items())))
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {name} "
+                    f"Outputs expected to be in the set {{{','.join(outputs)}}}."
+                )
+        key = (
+            manager.name,
+            servable.version,
+            signature,
+            tuple((name, array.shape[1:], array.dtype.str) for name, array in sorted(inputs.items())),
+        )
         result = self.scheduler.submit(key, lambda batch: servable.run(signature, batch), inputs).result()
         response = predict_pb2.PredictResponse()
         response.model_spec.name = manager.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature
-        for name in (request.output_filter or outputs):
+        for name in request.output_filter or outputs:
             response.outputs[name].CopyFrom(tf.make_tensor_proto(result[name]))
         return response
 
-    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
-                 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         """Answer GetModelMetadata: the SignatureDefs of the requested version."""
         if not request.metadata_field:
             raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
@@ -74,22 +81,26 @@ class ModelServerCore:
         response.metadata["signature_def"].Pack(servable.signature_defs)
         return response
 
-    def status(self, request: get_model_status_pb2.GetModelStatusRequest
-               ) -> get_model_status_pb2.GetModelStatusResponse:
+    def status(
+        self, request: get_model_status_pb2.GetModelStatusRequest
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         """Answer GetModelStatus: every loaded version (or the requested one) as AVAILABLE."""
         spec = request.model_spec
         manager = self.models.get(spec.name)
         versions = manager.versions() if manager is not None else []
         if spec.HasField("version"):
             if spec.version.value not in versions:
-                raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                   f"Could not find version {spec.version.value} of model {spec.name}")
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND, f"Could not find version {spec.version.value} of model {spec.name}"
+                )
             versions = [spec.version.value]
         if not versions:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
         response = get_model_status_pb2.GetModelStatusResponse()
         for version in versions:
-            response.model_version_status.add(version=version,
-                                              state=get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-                                              status=status_pb2.StatusProto())
+            response.model_version_status.add(
+                version=version,
+                state=get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+                status=status_pb2.StatusProto(),
+            )
         return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +16,9 @@ def _dtype_name(dtype: int) -> str:
     return types_pb2.DataType.Name(dtype)[3:].lower() if dtype in types_pb2.DataType.values() else str(dtype)
 
 
-def parse_inputs(tensors: Mapping[str, tf.compat.v1.TensorProto],
-                 specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def parse_inputs(
+    tensors: Mapping[str, tf.compat.v1.TensorProto], specs: Mapping[str, tf.TensorSpec]
+) -> dict[str, np.ndarray]:
     """Check request tensors against a signature's inputs and convert them to numpy.
 
     Args:
@@ -34,25 +35,32 @@ def parse_inputs(tensors: Mapping[str, tf.compat.v1.TensorProto],
     expected = "{" + ",".join(sorted(specs)) + "}"
     for name in tensors:
         if name not in specs:
-            raise invalid_argument(f"input tensor alias not found in signature: {name}. "
-                                   f"Inputs expected to be in the set {expected}.")
+            raise invalid_argument(
+                f"input tensor alias not found in signature: {name}. Inputs expected to be in the set {expected}."
+            )
     missing = sorted(set(specs) - set(tensors))
     if missing:
-        raise invalid_argument(f"Request inputs do not match required inputs for the signature. "
-                               f"Missing but required: {{{','.join(missing)}}}.")
+        raise invalid_argument(
+            f"Request inputs do not match required inputs for the signature. "
+            f"Missing but required: {{{','.join(missing)}}}."
+        )
     arrays = {}
     for name, spec in specs.items():
         proto = tensors[name]
         if proto.dtype != spec.dtype.as_datatype_enum:
-            raise invalid_argument(f"Expects arg[{name}] to be {_dtype_name(spec.dtype.as_datatype_enum)} "
-                                   f"but {_dtype_name(proto.dtype)} is provided")
+            raise invalid_argument(
+                f"Expects arg[{name}] to be {_dtype_name(spec.dtype.as_datatype_enum)} "
+                f"but {_dtype_name(proto.dtype)} is provided"
+            )
         try:
             array = tf.make_ndarray(proto)
         except Exception as err:  # malformed content: a size that does not match the shape, ...
             raise invalid_argument(f"input {name}: malformed tensor: {err}") from None
         if not spec.shape.is_compatible_with(array.shape):
-            raise invalid_argument(f"input {name} has shape {list(array.shape)}, the signature takes "
-                                   f"{[d if d is not None else -1 for d in spec.shape.as_list()]}")
+            raise invalid_argument(
+                f"input {name} has shape {list(array.shape)}, the signature takes "
+                f"{[d if d is not None else -1 for d in spec.shape.as_list()]}"
+            )
         arrays[name] = array
     sizes = {name: len(array) for name, array in arrays.items()}
     if len(set(sizes.values())) > 1:

@@ -7,7 +7,7 @@ import http.server
 import json
 import re
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 import numpy as np
@@ -20,10 +20,16 @@ from lba_tf.serving.core import ModelServerCore
 from lba_tf.serving.errors import ServingError, invalid_argument
 from lba_tf.serving.servable import DEFAULT_SIGNATURE
 
-_HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
-                grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503}
-_REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-                        r"(?P<verb>:predict|/metadata)?$")
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+_REST_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
+    r"(?P<verb>:predict|/metadata)?$"
+)
 
 
 def _json_bytes(value):
@@ -34,7 +40,7 @@ def _json_bytes(value):
         return base64.b64decode(value["b64"])
     if isinstance(value, str):
         return value.encode()
-    raise ValueError(f"expected a string or {{\"b64\": ...}}, got {type(value).__name__}")
+    raise ValueError(f'expected a string or {{"b64": ...}}, got {type(value).__name__}')
 
 
 def _json_column(values, spec: tf.TensorSpec) -> np.ndarray:
@@ -44,8 +50,9 @@ def _json_column(values, spec: tf.TensorSpec) -> np.ndarray:
     return np.asarray(values, dtype=spec.dtype.as_numpy_dtype)
 
 
-def rest_predict_request(body: dict, name: str, version: int | None,
-                         specs: Mapping[str, tf.TensorSpec]) -> tuple[predict_pb2.PredictRequest, bool]:
+def rest_predict_request(
+    body: dict, name: str, version: int | None, specs: Mapping[str, tf.TensorSpec]
+) -> tuple[predict_pb2.PredictRequest, bool]:
     """TF Serving's REST predict body -> a PredictRequest (and whether it used the row format).
 
     Args:
@@ -95,8 +102,7 @@ def rest_predict_response(response: predict_pb2.PredictResponse, row_format: boo
         if len(outputs) == 1:
             return {"predictions": next(iter(outputs.values())).tolist()}
         size = len(next(iter(outputs.values())))
-        return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()}
-                                for i in range(size)]}
+        return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()} for i in range(size)]}
     if len(outputs) == 1:
         return {"outputs": next(iter(outputs.values())).tolist()}
     return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
@@ -104,8 +110,9 @@ def rest_predict_response(response: predict_pb2.PredictResponse, row_format: boo
 
 def _to_json(message) -> dict:
     """A proto as TF Serving's REST API writes it: proto field names, default values included."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 class RestServer(http.server.ThreadingHTTPServer):
@@ -185,13 +192,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         name, version, verb = self._route()
         spec = self._spec(name, version)
         if verb == "/metadata":
-            request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec,
-                                                                     metadata_field=["signature_def"])
+            request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
             response = self.server.core.metadata(request)
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             response.metadata["signature_def"].Unpack(signature_map)
-            return {"model_spec": _to_json(response.model_spec),
-                    "metadata": {"signature_def": _to_json(signature_map)}}
+            return {"model_spec": _to_json(response.model_spec), "metadata": {"signature_def": _to_json(signature_map)}}
         if verb is None:
             response = self.server.core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
             return _to_json(response)

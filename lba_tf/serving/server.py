@@ -99,10 +99,20 @@ def _bind_grpc(server: grpc.Server, host: str, port: int) -> int:
         raise OSError(f"cannot bind {host}:{port} for gRPC") from None
 
 
-def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host: str = "127.0.0.1",
-          rest_port: int | None = None, max_batch_size: int = 32, batch_timeout_ms: float = 2.0,
-          num_batch_threads: int | None = None, max_message_mb: int = 64, poll_seconds: float = 1.0,
-          num_versions: int = 2, workers: int = 16) -> ServerHandle:
+def serve(
+    model_base_path: str,
+    model_name: str = "lba",
+    port: int = 8500,
+    host: str = "127.0.0.1",
+    rest_port: int | None = None,
+    max_batch_size: int = 32,
+    batch_timeout_ms: float = 2.0,
+    num_batch_threads: int | None = None,
+    max_message_mb: int = 64,
+    poll_seconds: float = 1.0,
+    num_versions: int = 2,
+    workers: int = 16,
+) -> ServerHandle:
     """Load the model and start serving it; returns at once with a handle.
 
     The versions present at start are loaded before the port opens, as TF Serving does.
@@ -138,13 +148,13 @@ def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host:
     manager = ModelManager(model_name, model_base_path, num_versions)
     manager.poll()
     manager.start_polling(poll_seconds)
-    scheduler = BatchScheduler(max_batch_size, batch_timeout_ms / 1000.0,
-                               num_batch_threads or os.cpu_count() or 1)
+    scheduler = BatchScheduler(max_batch_size, batch_timeout_ms / 1000.0, num_batch_threads or os.cpu_count() or 1)
     core = ModelServerCore({model_name: manager}, scheduler)
     max_bytes = int(max_message_mb * 1024 * 1024)
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                         options=[("grpc.max_receive_message_length", max_bytes),
-                                  ("grpc.max_send_message_length", max_bytes)])
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)],
+    )
     add_services(server, core)
     try:
         bound = _bind_grpc(server, host, port)
@@ -158,8 +168,15 @@ def serve(model_base_path: str, model_name: str = "lba", port: int = 8500, host:
     if http_server is not None:
         http_server.start()
         rest_port = http_server.server_address[1]
-    logger.info("serving model %s (versions %s) from %s: gRPC on %s:%d%s", model_name, manager.versions(),
-                model_base_path, host, bound, f", REST on {host}:{rest_port}" if http_server else "")
+    logger.info(
+        "serving model %s (versions %s) from %s: gRPC on %s:%d%s",
+        model_name,
+        manager.versions(),
+        model_base_path,
+        host,
+        bound,
+        f", REST on {host}:{rest_port}" if http_server else "",
+    )
     return ServerHandle(host, bound, rest_port, core, server, http_server)
 
 
@@ -173,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-port", type=int, default=None, help="REST API port (default: no REST)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
-    parser.add_argument("--num-batch-threads", type=int, default=None,
-                        help="threads running merged batches (default: the number of CPU cores)")
+    parser.add_argument(
+        "--num-batch-threads",
+        type=int,
+        default=None,
+        help="threads running merged batches (default: the number of CPU cores)",
+    )
     parser.add_argument("--max-message-mb", type=int, default=64)
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     parser.add_argument("--num-versions", type=int, default=2, help="highest versions kept loaded")
@@ -183,9 +204,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tune_allocator()  # before setup_logging loads TensorFlow
         setup_logging(args.verbose)
-        handle = serve(args.model_base_path, args.model_name, args.port, args.host, args.rest_port,
-                       args.max_batch_size, args.batch_timeout_ms, args.num_batch_threads, args.max_message_mb,
-                       args.poll_seconds, args.num_versions)
+        handle = serve(
+            args.model_base_path,
+            args.model_name,
+            args.port,
+            args.host,
+            args.rest_port,
+            args.max_batch_size,
+            args.batch_timeout_ms,
+            args.num_batch_threads,
+            args.max_message_mb,
+            args.poll_seconds,
+            args.num_versions,
+        )
     except (OSError, ValueError) as err:  # a port taken, a bad LBA_TF_MALLOC
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -38,14 +38,18 @@ class ModelManager:
         """Complete version directories on disk, ascending."""
         if not os.path.isdir(self.base_path):
             return []
-        return sorted(int(entry) for entry in os.listdir(self.base_path)
-                      if entry.isdigit() and int(entry) > 0
-                      and os.path.exists(os.path.join(self.base_path, entry, "saved_model.pb")))
+        return sorted(
+            int(entry)
+            for entry in os.listdir(self.base_path)
+            if entry.isdigit()
+            and int(entry) > 0
+            and os.path.exists(os.path.join(self.base_path, entry, "saved_model.pb"))
+        )
 
     def poll(self) -> None:
         """Load the versions the policy wants and unload the others."""
         with self._poll_lock:
-            wanted = self.present_versions()[-self.num_versions:]
+            wanted = self.present_versions()[-self.num_versions :]
             for version in wanted:
                 if version not in self._servables:
                     self._load(version)
@@ -72,8 +76,7 @@ class ModelManager:
 
     def start_polling(self, seconds: float) -> None:
         """Poll the base path every ``seconds`` in a background thread."""
-        self._thread = threading.Thread(target=self._poll_every, args=(seconds,), name=f"poll-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._poll_every, args=(seconds,), name=f"poll-{self.name}", daemon=True)
         self._thread.start()
 
     def _poll_every(self, seconds: float) -> None:
@@ -104,11 +107,13 @@ class ModelManager:
         with self._lock:
             if version is None:
                 if not self._servables:
-                    raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                       f"Servable not found for request: Latest({self.name}): "
-                                       f"no version of the model is loaded yet")
+                    raise ServingError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"Servable not found for request: Latest({self.name}): no version of the model is loaded yet",
+                    )
                 return self._servables[max(self._servables)]
             if version not in self._servables:
-                raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                   f"Servable not found for request: Specific({self.name}, {version})")
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({self.name}, {version})"
+                )
             return self._servables[version]

@@ -46,11 +46,9 @@ class WeightImportError(ValueError):
         self.misshaped = tuple(misshaped)
         lines = [message] if message else []
         if self.unknown:
-            lines.append(f"{len(self.unknown)} unknown checkpoint tensors: "
-                         f"{', '.join(self.unknown)}")
+            lines.append(f"{len(self.unknown)} unknown checkpoint tensors: {', '.join(self.unknown)}")
         if self.missing:
-            lines.append(f"{len(self.missing)} tensors missing from the checkpoint: "
-                         f"{', '.join(self.missing)}")
+            lines.append(f"{len(self.missing)} tensors missing from the checkpoint: {', '.join(self.missing)}")
         if self.misshaped:
             lines.append(f"{len(self.misshaped)} mis-shaped tensors: {'; '.join(self.misshaped)}")
         super().__init__("\n".join(lines))
@@ -73,7 +71,7 @@ class ImportReport:
 
 
 def _strip_data_parallel(key: str) -> str:
-    return key[len(_DATA_PARALLEL_PREFIX):] if key.startswith(_DATA_PARALLEL_PREFIX) else key
+    return key[len(_DATA_PARALLEL_PREFIX) :] if key.startswith(_DATA_PARALLEL_PREFIX) else key
 
 
 def checkpoint_kind(state_dict: Mapping[str, np.ndarray]) -> str:
@@ -86,8 +84,9 @@ def checkpoint_kind(state_dict: Mapping[str, np.ndarray]) -> str:
         return "torchvision"
     if any(key.startswith(LBA_BODY) for key in state_dict):
         return "lba"
-    raise WeightImportError(message="neither a torchvision ResNet state dict (conv1.weight) nor "
-                                    f"an LbA checkpoint ({LBA_BODY}*)")
+    raise WeightImportError(
+        message=f"neither a torchvision ResNet state dict (conv1.weight) nor an LbA checkpoint ({LBA_BODY}*)"
+    )
 
 
 def _numpy_globals() -> list:
@@ -105,8 +104,7 @@ def _numpy_globals() -> list:
     dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"}
     allowed = [np.ndarray, np.dtype, *sorted(dtypes, key=lambda t: t.__name__)]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"),
-                    (multiarray.scalar, f"{module}.scalar")]
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
     return allowed
 
 
@@ -127,20 +125,19 @@ def load_torch_checkpoint(path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise WeightImportError(message=f"{path} is a PyTorch checkpoint and reading it needs torch: "
-                                        "pip install torch==2.13.0 (or make install-torch)") from None
+        raise WeightImportError(
+            message=f"{path} is a PyTorch checkpoint and reading it needs torch: "
+            "pip install torch==2.13.0 (or make install-torch)"
+        ) from None
     with torch.serialization.safe_globals(_numpy_globals()):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("net", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
     if not isinstance(state, Mapping):
-        raise WeightImportError(
-            message=f"{path}: expected a state dict, got {type(state).__name__}")
+        raise WeightImportError(message=f"{path}: expected a state dict, got {type(state).__name__}")
     not_tensors = sorted(key for key, value in state.items() if not torch.is_tensor(value))
     if not_tensors:
-        raise WeightImportError(message=f"{path}: entries that are not tensors: "
-                                        f"{', '.join(map(str, not_tensors))}")
-    arrays = {_strip_data_parallel(key): value.detach().cpu().numpy()
-              for key, value in state.items()}
+        raise WeightImportError(message=f"{path}: entries that are not tensors: {', '.join(map(str, not_tensors))}")
+    arrays = {_strip_data_parallel(key): value.detach().cpu().numpy() for key, value in state.items()}
     checkpoint_kind(arrays)
     return arrays
 
@@ -161,14 +158,18 @@ def architecture_of(state_dict: Mapping[str, np.ndarray]) -> dict[str, int]:
         raise WeightImportError(missing=[stem])
     blocks = []
     for stage in range(1, 5):
-        indices = {key[len(f"{body}layer{stage}."):].split(".", 1)[0] for key in state_dict
-                   if key.startswith(f"{body}layer{stage}.")}
+        indices = {
+            key[len(f"{body}layer{stage}.") :].split(".", 1)[0]
+            for key in state_dict
+            if key.startswith(f"{body}layer{stage}.")
+        }
         blocks.append(len(indices))
     block_type = "bottleneck" if f"{body}layer1.0.conv3.weight" in state_dict else "basic"
     depth = next((d for d in (18, 34, 50) if depth_spec(d) == (block_type, tuple(blocks))), None)
     if depth is None:
-        raise WeightImportError(message=f"a ResNet of {block_type} blocks {tuple(blocks)} per stage "
-                                        "is none of ResNet-18, -34, -50")
+        raise WeightImportError(
+            message=f"a ResNet of {block_type} blocks {tuple(blocks)} per stage is none of ResNet-18, -34, -50"
+        )
     return {"model.depth": depth, "model.width": int(state_dict[stem].shape[0])}
 
 
@@ -180,14 +181,14 @@ def check_fits(state_dict: Mapping[str, np.ndarray], config, source) -> None:
             model.depth=18, model.width=16``.
     """
     found = architecture_of(state_dict)
-    differing = {key: value for key, value in found.items()
-                 if getattr(config.model, key.split(".", 1)[1]) != value}
+    differing = {key: value for key, value in found.items() if getattr(config.model, key.split(".", 1)[1]) != value}
     if differing:
         said = ", ".join(f"{key}={getattr(config.model, key.split('.', 1)[1])}" for key in differing)
         fix = " ".join(f"--set {key}={value}" for key, value in differing.items())
         raise WeightImportError(
             message=f"{source} is a ResNet-{found['model.depth']} of width {found['model.width']}, the "
-                    f"config says {said}: leave out --config to take the checkpoint's, or {fix}")
+            f"config says {said}: leave out --config to take the checkpoint's, or {fix}"
+        )
 
 
 def num_classes_in_checkpoint(state_dict: Mapping[str, np.ndarray]) -> int:
@@ -207,8 +208,7 @@ def _batch_norm_targets(prefix: str, batch_norm) -> dict:
 
 
 def _stem_targets(prefix: str, stem) -> dict:
-    return {prefix + "conv1.weight": ([stem.conv1.kernel], _CONV),
-            **_batch_norm_targets(prefix + "bn1.", stem.bn1)}
+    return {prefix + "conv1.weight": ([stem.conv1.kernel], _CONV), **_batch_norm_targets(prefix + "bn1.", stem.bn1)}
 
 
 def _block_targets(prefix: str, block) -> dict:
@@ -263,8 +263,7 @@ def _check_covers(targets: dict, layers) -> None:
     fed = {variable.path for variables, _ in targets.values() for variable in variables}
     unfed = sorted(v.path for layer in layers for v in layer.weights if v.path not in fed)
     if unfed:
-        raise WeightImportError(message=f"model variables without a checkpoint tensor: "
-                                        f"{', '.join(unfed)}")
+        raise WeightImportError(message=f"model variables without a checkpoint tensor: {', '.join(unfed)}")
 
 
 def _assign(targets: dict, state_dict: Mapping[str, np.ndarray], is_unused) -> ImportReport:
@@ -301,9 +300,11 @@ def assign_torchvision_resnet(encoder, state_dict: Mapping[str, np.ndarray]) -> 
     Raises:
         WeightImportError: listing every unknown, missing and mis-shaped tensor.
     """
-    targets = _merge_targets(_stem_targets("", encoder.visible_stem),
-                             _stem_targets("", encoder.infrared_stem),
-                             _body_targets("", encoder.body))
+    targets = _merge_targets(
+        _stem_targets("", encoder.visible_stem),
+        _stem_targets("", encoder.infrared_stem),
+        _body_targets("", encoder.body),
+    )
     _check_covers(targets, [encoder])
     return _assign(targets, state_dict, lambda key: key.startswith("fc."))
 
@@ -312,12 +313,11 @@ def _is_unused_lba_copy(key: str) -> bool:
     """The parts of the whole ResNets inside an LbA model that never run."""
     for stem in (LBA_VISIBLE_STEM, LBA_INFRARED_STEM):
         if key.startswith(stem):
-            return key[len(stem):].startswith(("layer", "fc."))
+            return key[len(stem) :].startswith(("layer", "fc."))
     return key.startswith((LBA_BODY + "conv1.", LBA_BODY + "bn1."))
 
 
-def assign_lba_checkpoint(encoder, bnneck, classifier,
-                          state_dict: Mapping[str, np.ndarray]) -> ImportReport:
+def assign_lba_checkpoint(encoder, bnneck, classifier, state_dict: Mapping[str, np.ndarray]) -> ImportReport:
     """Copy an LbA training checkpoint into the encoder, BNNeck and identity classifier.
 
     The unused copies (the stems' layer1-4 and fc, the body's conv1 and bn1) and the
@@ -406,12 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lba_tf.tools.import_torch",
         description="Convert a torchvision ResNet state dict (ImageNet initialisation of both stems and "
-                    "the body) or an LbA training checkpoint (the whole model) into Keras weights.")
+        "the body) or an LbA training checkpoint (the whole model) into Keras weights.",
+    )
     parser.add_argument("src", help="PyTorch checkpoint (.pth, .pt, .t)")
     parser.add_argument("dst", help="Keras weights to write, ending in .weights.h5")
     add_config_arguments(parser)
-    parser.epilog = ("Without --config the model is the checkpoint's own depth and width in the paper's "
-                     "recipe (configs/base.yaml); a --config that contradicts the checkpoint is refused.")
+    parser.epilog = (
+        "Without --config the model is the checkpoint's own depth and width in the paper's "
+        "recipe (configs/base.yaml); a --config that contradicts the checkpoint is refused."
+    )
     args = parser.parse_args(argv)
     if not args.dst.endswith(".weights.h5"):
         parser.error(f"dst must end in .weights.h5, got {args.dst}")
@@ -421,8 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightImportError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    logger.info("wrote %s: %d tensors assigned, %d unused copies skipped, %d batch counters skipped",
-                args.dst, report.assigned, report.unused, report.batch_counters)
+    logger.info(
+        "wrote %s: %d tensors assigned, %d unused copies skipped, %d batch counters skipped",
+        args.dst,
+        report.assigned,
+        report.unused,
+        report.batch_counters,
+    )
     return 0
 
 

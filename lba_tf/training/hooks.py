@@ -11,7 +11,7 @@ summary writer, a :class:`lba_tf.run_dir.RunDir`), so it can be tested without a
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 import tensorflow as tf
@@ -57,7 +57,8 @@ class NonFiniteStop(Hook):
             raise TrainingDiverged(
                 f"non-finite loss at step {step} (epoch {(step - 1) // self.steps_per_epoch + 1}): "
                 + ", ".join(f"{k}={v}" for k, v in logs.items())
-                + f"; last good checkpoint: {self.last_checkpoint() or 'none'}")
+                + f"; last good checkpoint: {self.last_checkpoint() or 'none'}"
+            )
 
 
 class Summaries(Hook):
@@ -89,8 +90,7 @@ class Progress(Hook):
         verbose: draw the bar (the chief only).
     """
 
-    def __init__(self, steps_per_epoch: int, epochs: int, learning_rate: Callable[[int], float],
-                 verbose: bool = True):
+    def __init__(self, steps_per_epoch: int, epochs: int, learning_rate: Callable[[int], float], verbose: bool = True):
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
         self.learning_rate = learning_rate
         self.verbose = verbose
@@ -98,8 +98,9 @@ class Progress(Hook):
 
     def before_epoch(self, epoch, step):
         logger.info("epoch %d/%d (lr %.5f)", epoch + 1, self.epochs, self.learning_rate(step))
-        self._bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["lr"],
-                                        verbose=1 if self.verbose else 0, unit_name="step")
+        self._bar = keras.utils.Progbar(
+            self.steps_per_epoch, stateful_metrics=["lr"], verbose=1 if self.verbose else 0, unit_name="step"
+        )
 
     def after_step(self, step, logs):
         in_epoch = (step - 1) % self.steps_per_epoch + 1
@@ -192,8 +193,16 @@ class Evaluation(Hook):
         chief: whether this worker writes ``best.json``.
     """
 
-    def __init__(self, evaluate: Callable[[], dict], every: int, epochs: int, writer, run,
-                 save_weights: Callable[[str], None], chief: bool = True):
+    def __init__(
+        self,
+        evaluate: Callable[[], dict],
+        every: int,
+        epochs: int,
+        writer,
+        run,
+        save_weights: Callable[[str], None],
+        chief: bool = True,
+    ):
         self.evaluate, self.every, self.epochs = evaluate, every, epochs
         self.writer, self.run, self.save_weights, self.chief = writer, run, save_weights, chief
         best = run.read_best()

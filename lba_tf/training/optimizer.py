@@ -4,7 +4,7 @@ learning rates) and ``build_optimizer``, which makes it from a config."""
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import keras
 from keras import ops
@@ -44,9 +44,16 @@ class TorchSGD(keras.optimizers.Optimizer):
     ...                lr_scales={"classifier/": 1.0, ".": 0.1})
     """
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, lr_scales: Mapping[str, float] | None = None,
-                 name: str = "torch_sgd", **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        lr_scales: Mapping[str, float] | None = None,
+        name: str = "torch_sgd",
+        **kwargs,
+    ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
@@ -69,8 +76,7 @@ class TorchSGD(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self.momentums = (self.add_optimizer_variables(variables, "momentum")
-                          if self.momentum else [])
+        self.momentums = self.add_optimizer_variables(variables, "momentum") if self.momentum else []
         self._scales = [self.lr_scale_of(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
@@ -87,8 +93,9 @@ class TorchSGD(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum, "nesterov": self.nesterov,
-                       "weight_decay": self.l2, "lr_scales": self.lr_scales})
+        config.update(
+            {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.l2, "lr_scales": self.lr_scales}
+        )
         return config
 
 
@@ -98,11 +105,14 @@ HEAD_LAYERS = r"(^|/)(bnneck|classifier)/"
 
 def build_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """SGD of the recipe: torch semantics, warm-up/step schedule, 0.1x rate for the backbone."""
-    schedule = WarmupStepSchedule(train.lr, steps_per_epoch, train.warmup_epochs,
-                                  train.milestones, train.lr_decay)
-    optimizer = TorchSGD(schedule, momentum=train.momentum, nesterov=train.nesterov,
-                         weight_decay=train.weight_decay,
-                         lr_scales={HEAD_LAYERS: 1.0, ".": train.backbone_lr_scale})
+    schedule = WarmupStepSchedule(train.lr, steps_per_epoch, train.warmup_epochs, train.milestones, train.lr_decay)
+    optimizer = TorchSGD(
+        schedule,
+        momentum=train.momentum,
+        nesterov=train.nesterov,
+        weight_decay=train.weight_decay,
+        lr_scales={HEAD_LAYERS: 1.0, ".": train.backbone_lr_scale},
+    )
     if train.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
 
-def epoch_learning_rate(epoch: int, base_lr: float, warmup_epochs: int = 10,
-                        milestones: Sequence[int] = (20, 50), decay: float = 0.1) -> float:
+def epoch_learning_rate(
+    epoch: int, base_lr: float, warmup_epochs: int = 10, milestones: Sequence[int] = (20, 50), decay: float = 0.1
+) -> float:
     """The learning rate of 0-based ``epoch``, in plain Python (for logs and tests).
 
     ``epoch < warmup_epochs``: ``base_lr * (epoch + 1) / warmup_epochs``; afterwards
@@ -41,8 +42,14 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
     (0.01, 0.01)
     """
 
-    def __init__(self, base_lr: float, steps_per_epoch: int, warmup_epochs: int = 10,
-                 milestones: Sequence[int] = (20, 50), decay: float = 0.1):
+    def __init__(
+        self,
+        base_lr: float,
+        steps_per_epoch: int,
+        warmup_epochs: int = 10,
+        milestones: Sequence[int] = (20, 50),
+        decay: float = 0.1,
+    ):
         self.base_lr = float(base_lr)
         self.steps_per_epoch = int(steps_per_epoch)
         self.warmup_epochs = int(warmup_epochs)
@@ -53,12 +60,19 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         epoch = tf.cast(step, tf.int64) // self.steps_per_epoch
         epoch_f = tf.cast(epoch, tf.float32)
         warm = self.base_lr * (epoch_f + 1.0) / max(self.warmup_epochs, 1)
-        passed = tf.add_n([tf.cast(epoch >= m, tf.float32) for m in self.milestones]) \
-            if self.milestones else tf.constant(0.0)
+        passed = (
+            tf.add_n([tf.cast(epoch >= m, tf.float32) for m in self.milestones])
+            if self.milestones
+            else tf.constant(0.0)
+        )
         after = self.base_lr * tf.pow(tf.constant(self.decay, tf.float32), passed)
         return tf.where(epoch < self.warmup_epochs, warm, after)
 
     def get_config(self):
-        return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
-                "warmup_epochs": self.warmup_epochs, "milestones": list(self.milestones),
-                "decay": self.decay}
+        return {
+            "base_lr": self.base_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "warmup_epochs": self.warmup_epochs,
+            "milestones": list(self.milestones),
+            "decay": self.decay,
+        }

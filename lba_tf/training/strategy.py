@@ -48,8 +48,7 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
             strategy = tf.distribute.MirroredStrategy()
         else:
             cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-            strategy = tf.distribute.MirroredStrategy(
-                cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+            strategy = tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     elif name == "multi_worker":
         if _cluster_workers() < 1:
             raise ValueError("train.strategy=multi_worker needs TF_CONFIG with a cluster of workers")
@@ -66,5 +65,5 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     return resolver.task_type in ("chief", None) or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )

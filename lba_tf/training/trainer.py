@@ -19,8 +19,17 @@ from lba_tf.log import logger
 from lba_tf.models.lba import build_model
 from lba_tf.run_dir import RunDir
 from lba_tf.runtime import set_tf32
-from lba_tf.training.hooks import (Checkpoints, Evaluation, Figures, Hook, LastWeights, NonFiniteStop, Progress,
-                                   Summaries, TrainingDiverged)
+from lba_tf.training.hooks import (
+    Checkpoints,
+    Evaluation,
+    Figures,
+    Hook,
+    LastWeights,
+    NonFiniteStop,
+    Progress,
+    Summaries,
+    TrainingDiverged,
+)
 from lba_tf.training.optimizer import build_optimizer
 from lba_tf.training.schedule import epoch_learning_rate
 from lba_tf.training.step import train_step
@@ -28,6 +37,7 @@ from lba_tf.training.strategy import is_chief, make_strategy
 from lba_tf.training.visualize import correspondence_figure
 
 __all__ = ["Trainer", "TrainingDiverged", "build_optimizer"]
+
 
 def _by_path(variables) -> dict:
     """Variables keyed by their Keras path, for tf.train.Checkpoint.
@@ -72,30 +82,47 @@ class Trainer:
         keras.utils.set_random_seed(train.seed)
 
         self.dataset = build_dataset(data, cache_dir=cache_dir)
-        cache = load_images(self.dataset.root, self.dataset.train, data.image_height, data.image_width,
-                            skip_corrupt=data.skip_corrupt)
-        self.sampler = IdentitySampler(cache.records, data.num_identities, data.num_instances,
-                                       seed=train.seed, steps_per_epoch=train.steps_per_epoch)
+        cache = load_images(
+            self.dataset.root, self.dataset.train, data.image_height, data.image_width, skip_corrupt=data.skip_corrupt
+        )
+        self.sampler = IdentitySampler(
+            cache.records,
+            data.num_identities,
+            data.num_instances,
+            seed=train.seed,
+            steps_per_epoch=train.steps_per_epoch,
+        )
         self.images = cache.images
         self.steps_per_epoch = self.sampler.steps_per_epoch
-        logger.info("training set: %d identities, %d images; %d steps per epoch of %d images x %d replica(s)",
-                    self.dataset.num_classes, len(cache.records), self.steps_per_epoch,
-                    self.sampler.batch_size, self.strategy.num_replicas_in_sync)
+        logger.info(
+            "training set: %d identities, %d images; %d steps per epoch of %d images x %d replica(s)",
+            self.dataset.num_classes,
+            len(cache.records),
+            self.steps_per_epoch,
+            self.sampler.batch_size,
+            self.strategy.num_replicas_in_sync,
+        )
 
         with self.strategy.scope():
             self.model = build_model(config, self.dataset.num_classes)
             self.optimizer = build_optimizer(train, self.steps_per_epoch)
             self.model.compile(optimizer=self.optimizer, jit_compile=False)
             self.optimizer.build(self.model.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(model=_by_path(self.model.weights),
-                                              optimizer=_by_path(self.optimizer.variables))
+        self.checkpoint = tf.train.Checkpoint(
+            model=_by_path(self.model.weights), optimizer=_by_path(self.optimizer.variables)
+        )
         # every worker takes part in saving; only the chief's copy is kept in the run directory
-        checkpoint_dir = self.run.checkpoints if self.chief else \
-            self.run.path / f".worker-{self.strategy.cluster_resolver.task_id}-checkpoints"
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir),
-                                                  max_to_keep=train.keep_checkpoints)
-        self.writer = tf.summary.create_file_writer(str(self.run.tensorboard)) if self.chief \
-            else tf.summary.create_noop_writer()
+        checkpoint_dir = (
+            self.run.checkpoints
+            if self.chief
+            else self.run.path / f".worker-{self.strategy.cluster_resolver.task_id}-checkpoints"
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(checkpoint_dir), max_to_keep=train.keep_checkpoints
+        )
+        self.writer = (
+            tf.summary.create_file_writer(str(self.run.tensorboard)) if self.chief else tf.summary.create_noop_writer()
+        )
         self._step_fn = None
         self._figure_batch = None
         self.last_results: dict = {}
@@ -118,17 +145,23 @@ class Trainer:
 
             @tf.function
             def step(iterator):
-                per_replica = strategy.run(lambda batch: train_step(self.model, self.optimizer, batch),
-                                           args=(next(iterator),))
-                return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                        for k, v in per_replica.items()}
+                per_replica = strategy.run(
+                    lambda batch: train_step(self.model, self.optimizer, batch), args=(next(iterator),)
+                )
+                return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
             self._step_fn = step
         return self._step_fn
 
     def _dataset(self, epoch: int, step: int):
-        fn = distributed_dataset_fn(self.images, self.sampler, self.config.data.augment,
-                                    self.config.train.seed, epoch_start=epoch, step_start=step)
+        fn = distributed_dataset_fn(
+            self.images,
+            self.sampler,
+            self.config.data.augment,
+            self.config.train.seed,
+            epoch_start=epoch,
+            step_start=step,
+        )
         return self.strategy.distribute_datasets_from_function(fn)
 
     def _save(self) -> str:
@@ -144,21 +177,30 @@ class Trainer:
 
     def evaluate(self, trials: int | None = None) -> dict:
         data = self.config.data
-        return evaluate_model(self.model, self.dataset, height=data.image_height, width=data.image_width,
-                              trials=trials or data.eval_trials, batch_size=self.config.eval.batch_size,
-                              rerank=self.config.eval.rerank, skip_corrupt=data.skip_corrupt)
+        return evaluate_model(
+            self.model,
+            self.dataset,
+            height=data.image_height,
+            width=data.image_width,
+            trials=trials or data.eval_trials,
+            batch_size=self.config.eval.batch_size,
+            rerank=self.config.eval.rerank,
+            skip_corrupt=data.skip_corrupt,
+        )
 
     def _learning_rate(self, step: int) -> float:
         """The base learning rate in force at (0-based) global ``step``."""
         train = self.config.train
-        return epoch_learning_rate(step // self.steps_per_epoch, train.lr, train.warmup_epochs,
-                                   train.milestones, train.lr_decay)
+        return epoch_learning_rate(
+            step // self.steps_per_epoch, train.lr, train.warmup_epochs, train.milestones, train.lr_decay
+        )
 
     def hooks(self, start: int) -> tuple[list[Hook], Evaluation]:
         """The loop's duties in the order they run, and the evaluation among them."""
         train = self.config.train
-        evaluation = Evaluation(self.evaluate, train.eval_every, train.epochs, self.writer, self.run,
-                                self._save_weights, chief=self.chief)
+        evaluation = Evaluation(
+            self.evaluate, train.eval_every, train.epochs, self.writer, self.run, self._save_weights, chief=self.chief
+        )
         return [
             NonFiniteStop(self.steps_per_epoch, lambda: self.manager.latest_checkpoint),
             Summaries(self.writer, self._learning_rate),
@@ -199,9 +241,14 @@ class Trainer:
         for hook in hooks:
             hook.after_train(step)
         self.last_results = evaluation.results
-        payload = {"config": self.config.name, "step": step, "epoch": step / spe,
-                   "train_seconds": elapsed, "weights": "last epoch (weights/last.weights.h5)",
-                   "results": results_json(self.last_results)}
+        payload = {
+            "config": self.config.name,
+            "step": step,
+            "epoch": step / spe,
+            "train_seconds": elapsed,
+            "weights": "last epoch (weights/last.weights.h5)",
+            "results": results_json(self.last_results),
+        }
         if self.chief:
             self.run.write_results(payload)
         self.writer.flush()
@@ -211,8 +258,9 @@ class Trainer:
         if not self.chief or self.model.alignment is None:
             return
         if self._figure_batch is None:  # always the same batch, to watch the matches sharpen
-            first = training_dataset(self.images, self.sampler, self.config.data.augment,
-                                     self.config.train.seed, epochs=1)
+            first = training_dataset(
+                self.images, self.sampler, self.config.data.augment, self.config.train.seed, epochs=1
+            )
             self._figure_batch = next(iter(first))
         figure = correspondence_figure(self.model, self._figure_batch[0])
         with self.writer.as_default(step=step):
@@ -220,6 +268,9 @@ class Trainer:
 
     def _write_run_info(self) -> None:
         if self.chief:
-            self.run.write_info(num_classes=self.dataset.num_classes, steps_per_epoch=self.steps_per_epoch,
-                                image_height=self.config.data.image_height,
-                                image_width=self.config.data.image_width)
+            self.run.write_info(
+                num_classes=self.dataset.num_classes,
+                steps_per_epoch=self.steps_per_epoch,
+                image_height=self.config.data.image_height,
+                image_width=self.config.data.image_width,
+            )

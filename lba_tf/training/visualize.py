@@ -39,8 +39,9 @@ def warp_image(target: np.ndarray, matching: np.ndarray, grid: tuple[int, int]) 
     return np.asarray(Image.fromarray(warped).resize((width, height), Image.NEAREST))
 
 
-def draw_correspondences(query: np.ndarray, target: np.ndarray, matching: np.ndarray,
-                         grid: tuple[int, int], top_k: int = 12) -> np.ndarray:
+def draw_correspondences(
+    query: np.ndarray, target: np.ndarray, matching: np.ndarray, grid: tuple[int, int], top_k: int = 12
+) -> np.ndarray:
     """The query and target side by side with the ``top_k`` strongest matches drawn as lines,
     and the target warped onto the query's grid as a third panel.
 

@@ -74,8 +74,7 @@ def test_conv_flops_forward_and_both_gradients():
         return tape.gradient(y, [x, kernel])
 
     counted = common.count_graph_flops(_graph_of(train, spec))
-    assert counted["by_type"] == {"Conv2D": 2880, "Conv2DBackpropInput": 2880,
-                                  "Conv2DBackpropFilter": 2880}
+    assert counted["by_type"] == {"Conv2D": 2880, "Conv2DBackpropInput": 2880, "Conv2DBackpropFilter": 2880}
     assert counted["total"] == 3 * 2880
 
 
@@ -83,7 +82,8 @@ def test_strided_conv_flops():
     # 1x1 conv stride 2 on [2, 6, 6, 3] -> [2, 3, 3, 4]: 72 outputs x 3 MACs = 432 FLOPs
     kernel = tf.ones([1, 1, 3, 4])
     counted = common.count_graph_flops(
-        _graph_of(lambda x: tf.nn.conv2d(x, kernel, 2, "VALID"), tf.TensorSpec([2, 6, 6, 3])))
+        _graph_of(lambda x: tf.nn.conv2d(x, kernel, 2, "VALID"), tf.TensorSpec([2, 6, 6, 3]))
+    )
     assert counted["total"] == 2 * 2 * 3 * 3 * 4 * 3
 
 
@@ -94,21 +94,24 @@ def test_matmul_flops_with_transpose_and_nested_function():
     def fn(a, b, c):
         return tf.matmul(a, b), inner(c, b)
 
-    counted = common.count_graph_flops(_graph_of(
-        fn, tf.TensorSpec([5, 7]), tf.TensorSpec([7, 3]), tf.TensorSpec([7, 5])))
+    counted = common.count_graph_flops(
+        _graph_of(fn, tf.TensorSpec([5, 7]), tf.TensorSpec([7, 3]), tf.TensorSpec([7, 5]))
+    )
     assert counted["by_type"] == {"MatMul": 420}
 
 
 def test_batch_matmul_flops():
     # [4, 2, 6] x [4, 6, 3]: 4 * 2 * 3 outputs x 6 MACs x 2 = 288
-    counted = common.count_graph_flops(_graph_of(
-        lambda a, b: tf.linalg.matmul(a, b), tf.TensorSpec([4, 2, 6]), tf.TensorSpec([4, 6, 3])))
+    counted = common.count_graph_flops(
+        _graph_of(lambda a, b: tf.linalg.matmul(a, b), tf.TensorSpec([4, 2, 6]), tf.TensorSpec([4, 6, 3]))
+    )
     assert counted["total"] == 288
 
 
 def test_dynamic_shapes_are_reported_not_guessed():
-    counted = common.count_graph_flops(_graph_of(
-        lambda a, b: tf.matmul(a, b), tf.TensorSpec([None, 7]), tf.TensorSpec([7, 3])))
+    counted = common.count_graph_flops(
+        _graph_of(lambda a, b: tf.matmul(a, b), tf.TensorSpec([None, 7]), tf.TensorSpec([7, 3]))
+    )
     assert counted["total"] == 0 and len(counted["unknown"]) == 1
 
 

@@ -16,6 +16,7 @@ def test_paths_take_turns_and_each_gets_all_its_requests():
             order.append(name)
             if name == "b" and order.count("b") == 3:
                 raise RuntimeError("third call fails")
+
         return call
 
     stats = run_alternating({"a": path("a"), "b": path("b")}, clients=1, requests=7, rounds=3)

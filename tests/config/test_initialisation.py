@@ -7,8 +7,10 @@ from lba_tf.config import CONFIG_DIR, ConfigError, check_initialisation, load_co
 
 @pytest.mark.parametrize("name", ["sysu.yaml", "regdb.yaml", "llcm.yaml", "base.yaml"])
 def test_recipe_configs_need_an_initialisation_chosen(name, tmp_path):
-    with pytest.raises(ConfigError, match="model.pretrained is not set: the published numbers start from "
-                                          "torchvision's ImageNet ResNet-50"):
+    with pytest.raises(
+        ConfigError,
+        match="model.pretrained is not set: the published numbers start from torchvision's ImageNet ResNet-50",
+    ):
         check_initialisation(load_config(CONFIG_DIR / name))
     check_initialisation(load_config(CONFIG_DIR / name, ["model.pretrained=random"]))
     weights = tmp_path / "imagenet.weights.h5"
@@ -30,4 +32,5 @@ def test_a_missing_weights_file_is_named_with_how_to_make_it(tmp_path):
     assert str(err.value) == (
         f"model.pretrained: {missing}: file not found (make it with `python -m lba_tf.tools.import_torch "
         f"resnet50.pth weights/resnet50_imagenet.weights.h5 --config <this config>`, "
-        f"or pass --set model.pretrained=random)")
+        f"or pass --set model.pretrained=random)"
+    )

@@ -25,9 +25,25 @@ def test_config_dir_is_the_repository_configs_folder():
 
 
 def test_public_names_are_importable_from_the_package():
-    for name in ("CONFIG_DIR", "DEFAULT_CONFIG", "RANDOM_INIT", "AugmentConfig", "Config", "ConfigError",
-                 "DataConfig", "EvalConfig", "ExportConfig", "LossConfig", "ModelConfig", "SyntheticConfig",
-                 "TrainConfig", "check_initialisation", "load_config", "parse_override", "save_config"):
+    for name in (
+        "CONFIG_DIR",
+        "DEFAULT_CONFIG",
+        "RANDOM_INIT",
+        "AugmentConfig",
+        "Config",
+        "ConfigError",
+        "DataConfig",
+        "EvalConfig",
+        "ExportConfig",
+        "LossConfig",
+        "ModelConfig",
+        "SyntheticConfig",
+        "TrainConfig",
+        "check_initialisation",
+        "load_config",
+        "parse_override",
+        "save_config",
+    ):
         assert name in lba_tf.config.__all__ and hasattr(lba_tf.config, name), name
 
 
@@ -77,8 +93,16 @@ def test_child_overrides_base_and_keeps_the_rest(child):
 
 
 def test_set_overrides_parse_values_as_yaml(child):
-    cfg = load_config(child, ["train.lr=0.05", "train.milestones=[5, 7]", "model.pretrained=w.h5",
-                              "train.nesterov=false", "train.steps_per_epoch=12"])
+    cfg = load_config(
+        child,
+        [
+            "train.lr=0.05",
+            "train.milestones=[5, 7]",
+            "model.pretrained=w.h5",
+            "train.nesterov=false",
+            "train.steps_per_epoch=12",
+        ],
+    )
     assert cfg.train.lr == 0.05
     assert cfg.train.milestones == (5, 7)
     assert cfg.model.pretrained == "w.h5"
@@ -120,8 +144,11 @@ def test_unknown_key_in_file_names_file_key_and_closest_name(tmp_path, child):
 
 
 def test_unknown_key_suggests_the_closest_valid_name(child):
-    with pytest.raises(ConfigError, match=r"--set train.momentom=0.8: unknown key 'train.momentom'; "
-                                          r"did you mean 'train.momentum'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--set train.momentom=0.8: unknown key 'train.momentom'; "
+        r"did you mean 'train.momentum'\?",
+    ):
         load_config(child, ["train.momentom=0.8"])
 
 

@@ -48,8 +48,16 @@ def _documented(cls):
 
 def test_the_schema_has_every_section():
     assert [cls.__name__ for cls in SECTIONS] == [
-        "Config", "DataConfig", "AugmentConfig", "SyntheticConfig", "ModelConfig", "LossConfig",
-        "TrainConfig", "EvalConfig", "ExportConfig"]
+        "Config",
+        "DataConfig",
+        "AugmentConfig",
+        "SyntheticConfig",
+        "ModelConfig",
+        "LossConfig",
+        "TrainConfig",
+        "EvalConfig",
+        "ExportConfig",
+    ]
 
 
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda cls: cls.__name__)
@@ -59,8 +67,11 @@ def test_every_field_is_documented_under_attributes(section):
 
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda cls: cls.__name__)
 def test_fields_carry_no_default_value(section):
-    with_default = [f.name for f in dataclasses.fields(section)
-                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+    with_default = [
+        f.name
+        for f in dataclasses.fields(section)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
     assert with_default == []
 
 

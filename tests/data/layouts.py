@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pathlib
 import random
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,12 +39,16 @@ def _write_ids(path: pathlib.Path, ids: Iterable[int]) -> None:
 
 def sysu_images(pids: Iterable[int], cameras: Iterable[int], count: int) -> dict[tuple[int, int], list[str]]:
     """``count`` files ``0001.jpg`` ... per pid and camera, for :func:`write_sysu`."""
-    return {(camera, pid): [f"{k:04d}.jpg" for k in range(1, count + 1)]
-            for pid in pids for camera in cameras}
+    return {(camera, pid): [f"{k:04d}.jpg" for k in range(1, count + 1)] for pid in pids for camera in cameras}
 
 
-def write_sysu(root: str | os.PathLike, train_ids: Sequence[int], val_ids: Sequence[int],
-               test_ids: Sequence[int], images: Mapping[tuple[int, int], Sequence[str]]) -> pathlib.Path:
+def write_sysu(
+    root: str | os.PathLike,
+    train_ids: Sequence[int],
+    val_ids: Sequence[int],
+    test_ids: Sequence[int],
+    images: Mapping[tuple[int, int], Sequence[str]],
+) -> pathlib.Path:
     """Write a SYSU-MM01 tree: ``cam1..cam6/<pid:04d>/<name>`` and ``exp/{train,val,test}_id.txt``.
 
     Args:
@@ -83,8 +87,7 @@ def regdb_split(ids: Sequence[int], trial: int) -> tuple[list[int], list[int]]:
     return sorted(shuffled[:half]), sorted(shuffled[half:])
 
 
-def write_regdb(root: str | os.PathLike, ids: Sequence[int], images_per_id: int,
-                trials: Iterable[int]) -> pathlib.Path:
+def write_regdb(root: str | os.PathLike, ids: Sequence[int], images_per_id: int, trials: Iterable[int]) -> pathlib.Path:
     """Write a RegDB tree: ``Visible/<pid>/*.bmp``, ``Thermal/<pid>/*.bmp`` and the index files.
 
     Index lines are ``<relative path> <label>``. The training label of an identity is its rank
@@ -101,16 +104,19 @@ def write_regdb(root: str | os.PathLike, ids: Sequence[int], images_per_id: int,
     for folder, letter in kinds.values():
         for pid in ids:
             for k in range(1, images_per_id + 1):
-                write_image(root / folder / str(pid) / f"person_{letter}_{k:02d}_{pid}.bmp", pid,
-                            gray=folder == "Thermal")
+                write_image(
+                    root / folder / str(pid) / f"person_{letter}_{k:02d}_{pid}.bmp", pid, gray=folder == "Thermal"
+                )
     (root / "idx").mkdir(parents=True, exist_ok=True)
     for trial in trials:
         train, test = regdb_split(ids, trial)
         for kind, (folder, letter) in kinds.items():
             for split, pids in (("train", train), ("test", test)):
-                lines = [f"{folder}/{pid}/person_{letter}_{k:02d}_{pid}.bmp "
-                         f"{train.index(pid) if split == 'train' else pid}"
-                         for pid in pids for k in range(1, images_per_id + 1)]
+                lines = [
+                    f"{folder}/{pid}/person_{letter}_{k:02d}_{pid}.bmp {train.index(pid) if split == 'train' else pid}"
+                    for pid in pids
+                    for k in range(1, images_per_id + 1)
+                ]
                 (root / "idx" / f"{split}_{kind}_{trial}.txt").write_text("\n".join(lines) + "\n")
     return root
 
@@ -120,8 +126,12 @@ def llcm_name(pid: int, camera: int, k: int, modality: str) -> str:
     return f"{pid:04d}_c{camera:02d}_s{pid * 10 + camera:04d}_f{k:04d}_{modality}.jpg"
 
 
-def write_llcm(root: str | os.PathLike, train: Mapping[tuple[str, int, int], int],
-               test_ids: Sequence[int], test: Mapping[tuple[str, int, int], Sequence[str]]) -> pathlib.Path:
+def write_llcm(
+    root: str | os.PathLike,
+    train: Mapping[tuple[str, int, int], int],
+    test_ids: Sequence[int],
+    test: Mapping[tuple[str, int, int], Sequence[str]],
+) -> pathlib.Path:
     """Write an LLCM tree.
 
     Training images go to ``<vis|nir>/<pid:04d>/<llcm_name>`` and are listed in
@@ -150,8 +160,7 @@ def write_llcm(root: str | os.PathLike, train: Mapping[tuple[str, int, int], int
             (root / f"test_{modality}" / f"cam{camera}").mkdir(parents=True, exist_ok=True)
     for (modality, camera, pid), names in test.items():
         for name in names:
-            write_image(root / f"test_{modality}" / f"cam{camera}" / f"{pid:04d}" / name, pid,
-                        gray=modality == "nir")
+            write_image(root / f"test_{modality}" / f"cam{camera}" / f"{pid:04d}" / name, pid, gray=modality == "nir")
     _write_ids(root / "idx" / "test_id.txt", test_ids)
     return root
 
@@ -161,8 +170,11 @@ def small_llcm(root: str | os.PathLike) -> pathlib.Path:
 
     Test id 30 has no visible cam2 folder; test id 40 no infrared cam4 folder.
     """
-    train = {(modality, camera, pid): 2 for pid in (3, 8, 11)
-             for modality, camera in (("vis", 1), ("vis", 5), ("nir", 2), ("nir", 7))}
+    train = {
+        (modality, camera, pid): 2
+        for pid in (3, 8, 11)
+        for modality, camera in (("vis", 1), ("vis", 5), ("nir", 2), ("nir", 7))
+    }
     test = {}
     for pid in (20, 30, 40):
         for modality, cameras in (("vis", (1, 2, 4)), ("nir", (2, 4, 9))):
@@ -172,8 +184,9 @@ def small_llcm(root: str | os.PathLike) -> pathlib.Path:
     return write_llcm(root, train, test_ids=[40, 20, 30], test=test)
 
 
-def literal_gallery(root: str | os.PathLike, test_ids: Iterable[int], cameras: Sequence[str], trial: int,
-                    shots: str = "single") -> list[str]:
+def literal_gallery(
+    root: str | os.PathLike, test_ids: Iterable[int], cameras: Sequence[str], trial: int, shots: str = "single"
+) -> list[str]:
     """The random gallery of the protocol spec, drawn literally with the global ``random``.
 
     The reference the protocols' galleries are checked against: seed Python's ``random`` with the trial, then
@@ -186,7 +199,7 @@ def literal_gallery(root: str | os.PathLike, test_ids: Iterable[int], cameras: S
     """
     random.seed(trial)
     drawn = []
-    for pid in sorted("%04d" % i for i in test_ids):
+    for pid in sorted(f"{i:04d}" for i in test_ids):
         for camera in cameras:
             folder = os.path.join(str(root), camera, pid)
             if os.path.isdir(folder):

@@ -43,8 +43,12 @@ def test_pad_crop_is_a_shifted_window_of_the_zero_padded_image(image):
     for seed in SEEDS:
         out = random_pad_crop(image, seed, pad).numpy()
         assert out.shape == image.shape and out.dtype == np.uint8
-        matches = [(y, x) for y in range(2 * pad + 1) for x in range(2 * pad + 1)
-                   if np.array_equal(out, padded[y:y + H, x:x + W])]
+        matches = [
+            (y, x)
+            for y in range(2 * pad + 1)
+            for x in range(2 * pad + 1)
+            if np.array_equal(out, padded[y : y + H, x : x + W])
+        ]
         assert len(matches) == 1
         corners.add(matches[0])
     assert len(corners) > 10  # the corner varies over the 49 positions
@@ -55,7 +59,7 @@ def test_channel_augmentation_gives_three_copies_of_one_original_channel(image):
     chosen = set()
     for seed in SEEDS:
         out = channel_augmentation(image, seed, 1.0).numpy()
-        channel = [c for c in range(3) if np.array_equal(out, np.repeat(image[..., c:c + 1], 3, -1))]
+        channel = [c for c in range(3) if np.array_equal(out, np.repeat(image[..., c : c + 1], 3, -1))]
         assert len(channel) == 1
         chosen.add(channel[0])
     assert chosen == {0, 1, 2}
@@ -67,7 +71,7 @@ def _erased_box(before, after):
     changed = np.any(before != after, axis=-1)
     ys, xs = np.nonzero(changed)
     top, left, h, w = ys.min(), xs.min(), ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    assert changed[top:top + h, left:left + w].all() and changed.sum() == h * w
+    assert changed[top : top + h, left : left + w].all() and changed.sum() == h * w
     return top, left, h, w
 
 
@@ -80,7 +84,7 @@ def test_random_erasing_erases_one_rectangle_of_bounded_area_with_the_mean(image
         if np.array_equal(out, big):
             continue  # no draw fitted (possible, rare)
         top, left, h, w = _erased_box(big, out)
-        assert (out[top:top + h, left:left + w] == 0).all()  # ImageNet mean = 0 after normalisation
+        assert (out[top : top + h, left : left + w] == 0).all()  # ImageNet mean = 0 after normalisation
         assert h < h_big and w < w_big
         # sides are round(sqrt(a r)) and round(sqrt(a / r)) with a in [0.02, 0.4] * 2048 and
         # r in [0.3, 3.33]: h * w lies within a +- (0.5 (h + w) + 0.25) of the target area
@@ -97,7 +101,7 @@ def test_random_erasing_random_fill_is_noise_inside_the_box():
     big = np.full((64, 32, 3), 9.0, np.float32)
     out = random_erasing(big, SEEDS[3], 1.0, fill="random").numpy()
     top, left, h, w = _erased_box(big, out)
-    noise = out[top:top + h, left:left + w]
+    noise = out[top : top + h, left : left + w]
     assert abs(noise.mean()) < 0.5 and 0.5 < noise.std() < 1.5
     with pytest.raises(ValueError, match="fill"):
         random_erasing(big, SEEDS[0], 1.0, fill="zeros")
@@ -121,7 +125,7 @@ def test_augment_is_a_pure_function_of_the_seed(image):
 def test_channel_augmentation_applies_to_visible_images_only(image):
     config = AugmentConfig(flip_prob=0.0, pad_crop=0, random_erasing=0.0, channel_augmentation=1.0)
     gray = [augment_image(image, s, True, config).numpy() for s in SEEDS[:5]]
-    as_channel = [normalize(np.repeat(image[..., c:c + 1], 3, -1)).numpy() for c in range(3)]
+    as_channel = [normalize(np.repeat(image[..., c : c + 1], 3, -1)).numpy() for c in range(3)]
     assert all(any(np.array_equal(g, c) for c in as_channel) for g in gray)
     infrared = augment_image(image, SEEDS[0], tf.constant(False), config).numpy()
     np.testing.assert_array_equal(infrared, normalize(image).numpy())

@@ -21,10 +21,19 @@ def root(tmp_path):
 def test_training_set_follows_the_lists_with_their_labels(root):
     dataset = LLCM(root)
     # Ids 3, 8, 11 (labels 0, 1, 2), each with 2 images in vis cameras 1, 5 and nir cameras 2, 7.
-    expected = [ImageRecord(f"{modality}/{pid:04d}/{llcm_name(pid, camera, k, modality)}", pid, camera,
-                            {"vis": "visible", "nir": "infrared"}[modality], label)
-                for modality, cameras in (("vis", (1, 5)), ("nir", (2, 7)))
-                for label, pid in enumerate((3, 8, 11)) for camera in cameras for k in (1, 2)]
+    expected = [
+        ImageRecord(
+            f"{modality}/{pid:04d}/{llcm_name(pid, camera, k, modality)}",
+            pid,
+            camera,
+            {"vis": "visible", "nir": "infrared"}[modality],
+            label,
+        )
+        for modality, cameras in (("vis", (1, 5)), ("nir", (2, 7)))
+        for label, pid in enumerate((3, 8, 11))
+        for camera in cameras
+        for k in (1, 2)
+    ]
     assert dataset.train == expected
     assert dataset.num_classes == 3
     assert dataset.protocol == LLCMProtocol("single")
@@ -36,27 +45,37 @@ def test_test_images_are_the_test_identity_folders_of_every_camera(root):
     assert dataset.protocol == LLCMProtocol("multi")
     # Test ids sorted 20, 30, 40; id 30 lacks vis cam2, id 40 lacks nir cam4.
     assert [f.path for f in dataset.test_images["visible"]] == [
-        f"test_vis/cam{c}/{pid:04d}" for pid, cameras in ((20, (1, 2, 4)), (30, (1, 4)), (40, (1, 2, 4)))
-        for c in cameras]
+        f"test_vis/cam{c}/{pid:04d}"
+        for pid, cameras in ((20, (1, 2, 4)), (30, (1, 4)), (40, (1, 2, 4)))
+        for c in cameras
+    ]
     assert [f.path for f in dataset.test_images["infrared"]] == [
-        f"test_nir/cam{c}/{pid:04d}" for pid, cameras in ((20, (2, 4, 9)), (30, (2, 4, 9)), (40, (2, 9)))
-        for c in cameras]
+        f"test_nir/cam{c}/{pid:04d}"
+        for pid, cameras in ((20, (2, 4, 9)), (30, (2, 4, 9)), (40, (2, 9)))
+        for c in cameras
+    ]
     assert all(f.modality == "infrared" for f in dataset.test_images["infrared"])
 
 
-@pytest.mark.parametrize("path,expected", [
-    ("nir/0351/0351_c06_s200656_f4830_nir.jpg", (351, 6)),
-    ("test_vis/cam3/0012/0012_c03_s1_f1_vis.jpg", (12, 3)),
-    ("train_vis/cam7/0002/any.jpg", (2, 7)),
-])
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ("nir/0351/0351_c06_s200656_f4830_nir.jpg", (351, 6)),
+        ("test_vis/cam3/0012/0012_c03_s1_f1_vis.jpg", (12, 3)),
+        ("train_vis/cam7/0002/any.jpg", (2, 7)),
+    ],
+)
 def test_train_path_gives_pid_and_camera(path, expected):
     assert parse_train_path(ListEntry(path, 0, "list:1")) == expected
 
 
-@pytest.mark.parametrize("path,message", [
-    ("vis/0001/no_camera.jpg", "list:4: no camera"),
-    ("vis/12/0012_c01_x.jpg", "list:4: 'vis/12/0012_c01_x.jpg' is not in a 4-digit identity folder"),
-])
+@pytest.mark.parametrize(
+    "path,message",
+    [
+        ("vis/0001/no_camera.jpg", "list:4: no camera"),
+        ("vis/12/0012_c01_x.jpg", "list:4: 'vis/12/0012_c01_x.jpg' is not in a 4-digit identity folder"),
+    ],
+)
 def test_train_path_without_pid_or_camera_is_an_error(path, message):
     with pytest.raises(DatasetError, match=re.escape(message)):
         parse_train_path(ListEntry(path, 0, "list:4"))

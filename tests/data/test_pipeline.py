@@ -134,14 +134,14 @@ def test_training_batches_follow_the_sampler_and_are_normalised(dataset):
         rows = np.concatenate([rgb, ir])
         np.testing.assert_array_equal(images, normalize(cache.images[rows]).numpy())
         np.testing.assert_array_equal(labels, sampler.labels[rows])
-        np.testing.assert_array_equal(labels[:P * K], labels[P * K:])  # identity-major halves
+        np.testing.assert_array_equal(labels[: P * K], labels[P * K :])  # identity-major halves
         assert all(cache.records[i].modality == "visible" for i in rgb)
 
 
 def test_flip_with_p1_mirrors_every_image_of_the_batch(dataset):
     _, _, cache, sampler = dataset
     flip = AugmentConfig(flip_prob=1.0, pad_crop=0, random_erasing=0.0, channel_augmentation=0.0)
-    (images, _), = _take(training_dataset(cache.images, sampler, flip, seed=0), 1)
+    ((images, _),) = _take(training_dataset(cache.images, sampler, flip, seed=0), 1)
     rows = np.concatenate(sampler.batch_indices(0, 0))
     np.testing.assert_array_equal(images, normalize(cache.images[rows][:, :, ::-1]).numpy())
 
@@ -163,7 +163,7 @@ def test_resume_mid_epoch_gives_the_same_augmented_batches(dataset):
     steps = sampler.steps_per_epoch
     full = _take(training_dataset(cache.images, sampler, ALL, seed=1), 2 * steps)
     resumed = _take(training_dataset(cache.images, sampler, ALL, seed=1, epoch_start=1, step_start=1), steps - 1)
-    for (xa, ya), (xb, yb) in zip(full[steps + 1:], resumed):
+    for (xa, ya), (xb, yb) in zip(full[steps + 1 :], resumed):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
 
@@ -177,8 +177,7 @@ def test_each_input_pipeline_gets_whole_batches_of_its_own_stream(dataset):
     _, _, cache, sampler = dataset
     fn = distributed_dataset_fn(cache.images, sampler, OFF, seed=0)
     pipelines = [
-        _take(fn(tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i,
-                                            num_replicas_in_sync=2)), 3)
+        _take(fn(tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2)), 3)
         for i in range(2)
     ]
     for stream, batches in enumerate(pipelines):
@@ -223,8 +222,13 @@ def test_mirrored_strategy_on_two_cpu_devices_gives_each_replica_its_stream(data
         assert [x.shape[0] for x in strategy.experimental_local_results(images)] == [{2 * P * K}] * 2
         print("OK")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
 
 

@@ -11,14 +11,20 @@ shrinks), which moves those images' pixels; Pillow 10 to 12, like the Pillow of 
 import io
 
 import numpy as np
+import PIL
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-import PIL
-
-from lba_tf.data.preprocess import (IMAGENET_MEAN, IMAGENET_STD, PIL_PRECISION_BITS, decode_image, normalize,
-                                    pil_lanczos_weights, resize_to_uint8)
+from lba_tf.data.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PIL_PRECISION_BITS,
+    decode_image,
+    normalize,
+    pil_lanczos_weights,
+    resize_to_uint8,
+)
 
 
 def _encode(array, fmt, **options):
@@ -36,12 +42,15 @@ def _textured(height, width, rng):
     """Smooth colour fields, flat blocks with sharp edges (where Lanczos rings and clips) and
     sensor-like noise: the frequencies of a person crop."""
     y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    image = 128 + 90 * np.stack([np.sin(x * rng.uniform(2, 20) + rng.uniform(0, 6)) * np.cos(y * rng.uniform(2, 20))
-                                 for _ in range(3)], -1)
+    image = 128 + 90 * np.stack(
+        [np.sin(x * rng.uniform(2, 20) + rng.uniform(0, 6)) * np.cos(y * rng.uniform(2, 20)) for _ in range(3)], -1
+    )
     image += rng.normal(0, 12, image.shape)
     for _ in range(6):
         top, left = rng.integers(0, height), rng.integers(0, width)
-        image[top:top + rng.integers(2, height // 2 + 3), left:left + rng.integers(2, width // 2 + 3)] = rng.uniform(0, 255, 3)
+        image[top : top + rng.integers(2, height // 2 + 3), left : left + rng.integers(2, width // 2 + 3)] = (
+            rng.uniform(0, 255, 3)
+        )
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
@@ -69,7 +78,9 @@ DECODE_CASES = {
     "bmp 24-bit": lambda: _encode(_RGB, "BMP"),
     "bmp 8-bit grey": lambda: _encode(Image.fromarray(_RGB).convert("L"), "BMP"),
     "bmp 8-bit palette": lambda: _encode(Image.fromarray(_RGB).convert("P", palette=Image.ADAPTIVE), "BMP"),
-    "bmp 8-bit 16 colours": lambda: _encode(Image.fromarray(_RGB).convert("P", palette=Image.ADAPTIVE, colors=16), "BMP"),
+    "bmp 8-bit 16 colours": lambda: _encode(
+        Image.fromarray(_RGB).convert("P", palette=Image.ADAPTIVE, colors=16), "BMP"
+    ),
     "gif": lambda: _encode(Image.fromarray(_RGB).convert("P", palette=Image.ADAPTIVE), "GIF"),
 }
 
@@ -95,14 +106,17 @@ def test_16_bit_png_is_scaled_to_8_bits():
     np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255, 1])  # round(v * 255 / 65535)
 
 
-@pytest.mark.parametrize("kind,sizes", [
-    # SYSU-MM01 / LLCM-sized crops shrunk to the recipe's 288 x 144
-    ("down", dict(height=(200, 520), width=(80, 260), out=(288, 144))),
-    # RegDB-sized (128 x 64) and small crops enlarged
-    ("up", dict(height=(60, 288), width=(30, 144), out=(288, 144))),
-    # a shrink in one dimension and an enlargement in the other, and the demo's size
-    ("mixed", dict(height=(40, 400), width=(20, 200), out=(64, 32))),
-])
+@pytest.mark.parametrize(
+    "kind,sizes",
+    [
+        # SYSU-MM01 / LLCM-sized crops shrunk to the recipe's 288 x 144
+        ("down", dict(height=(200, 520), width=(80, 260), out=(288, 144))),
+        # RegDB-sized (128 x 64) and small crops enlarged
+        ("up", dict(height=(60, 288), width=(30, 144), out=(288, 144))),
+        # a shrink in one dimension and an enlargement in the other, and the demo's size
+        ("mixed", dict(height=(40, 400), width=(20, 200), out=(64, 32))),
+    ],
+)
 def test_resize_equals_pil_lanczos_on_crops(kind, sizes):
     rng = np.random.default_rng({"down": 1, "up": 2, "mixed": 3}[kind])
     mismatched = 0
@@ -129,8 +143,7 @@ def test_batched_resize_equals_each_image_and_keeps_unchanged_sizes():
         np.testing.assert_array_equal(resized, _pil_resize(image, 288, 144))
     np.testing.assert_array_equal(resize_to_uint8(tf.constant(batch), 50, 30).numpy(), batch)
     # one dimension kept: only the other is resampled, as in Pillow
-    np.testing.assert_array_equal(resize_to_uint8(tf.constant(batch[0]), 50, 17).numpy(),
-                                  _pil_resize(batch[0], 50, 17))
+    np.testing.assert_array_equal(resize_to_uint8(tf.constant(batch[0]), 50, 17).numpy(), _pil_resize(batch[0], 50, 17))
 
 
 def test_fixed_point_weights_of_a_two_to_one_shrink():
@@ -138,6 +151,7 @@ def test_fixed_point_weights_of_a_two_to_one_shrink():
     # inputs at distances -0.5, 0.5, 1.5, 2.5 (halved: -0.25, 0.25, 0.75, 1.25).
     def lanczos(x):
         return np.sinc(x) * np.sinc(x / 3)
+
     raw = lanczos(np.array([-0.25, 0.25, 0.75, 1.25]))
     expected = np.trunc(raw / raw.sum() * 2**PIL_PRECISION_BITS + np.where(raw < 0, -0.5, 0.5))
     weights = pil_lanczos_weights(tf.constant(4), 2).numpy()

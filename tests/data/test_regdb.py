@@ -29,9 +29,12 @@ def test_training_set_is_the_split_files_visible_then_thermal(root, trial):
     dataset = RegDB(root, trial=trial)
     train, _ = regdb_split(IDS, trial)
     kinds = (("Visible", "v", 1, "visible"), ("Thermal", "t", 2, "infrared"))
-    expected = [ImageRecord(_path(folder, letter, pid, k), rank, camera, modality, rank)
-                for folder, letter, camera, modality in kinds
-                for rank, pid in enumerate(train) for k in (1, 2)]
+    expected = [
+        ImageRecord(_path(folder, letter, pid, k), rank, camera, modality, rank)
+        for folder, letter, camera, modality in kinds
+        for rank, pid in enumerate(train)
+        for k in (1, 2)
+    ]
     assert dataset.train == expected
     assert dataset.num_classes == 3
     assert dataset.protocol == RegDBProtocol(trial)
@@ -43,7 +46,8 @@ def test_test_images_are_the_split_test_lists_in_file_order(root):
     _, test = regdb_split(IDS, 2)
     assert dataset.test_images == {
         "visible": [ImageRecord(_path("Visible", "v", pid, k), pid, 1, "visible") for pid in test for k in (1, 2)],
-        "infrared": [ImageRecord(_path("Thermal", "t", pid, k), pid, 2, "infrared") for pid in test for k in (1, 2)]}
+        "infrared": [ImageRecord(_path("Thermal", "t", pid, k), pid, 2, "infrared") for pid in test for k in (1, 2)],
+    }
 
 
 def test_training_labels_are_renumbered_in_order(root):
@@ -69,11 +73,14 @@ def test_missing_folder_or_index_file_names_the_path(root):
         RegDB(root, trial=1)
 
 
-@pytest.mark.parametrize("line,message", [
-    ("Visible/3/person_v_01_3.bmp\n", "expected '<relative path> <label>'"),
-    ("Visible/3/person_v_01_3.bmp three\n", "expected '<relative path> <label>'"),
-    ("Visible/3/missing.bmp 0\n", "Visible/3/missing.bmp not found"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("Visible/3/person_v_01_3.bmp\n", "expected '<relative path> <label>'"),
+        ("Visible/3/person_v_01_3.bmp three\n", "expected '<relative path> <label>'"),
+        ("Visible/3/missing.bmp 0\n", "Visible/3/missing.bmp not found"),
+    ],
+)
 def test_bad_line_names_file_and_line_number(root, line, message):
     path = os.path.join(root, "idx", "test_visible_1.txt")
     lines = open(path).read().splitlines(keepends=True)
@@ -87,9 +94,14 @@ def test_training_identity_in_one_modality_only_is_an_error(root):
     path = os.path.join(root, "idx", "train_thermal_1.txt")
     kept = [line for line in open(path).read().splitlines() if not line.endswith(" 1")]
     open(path, "w").write("\n".join(kept) + "\n")
-    with pytest.raises(DatasetError, match=re.escape("train_thermal_1.txt: every training identity needs "
-                                                     "images in both modalities; no infrared images for "
-                                                     "identities [1]")):
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
+            "train_thermal_1.txt: every training identity needs "
+            "images in both modalities; no infrared images for "
+            "identities [1]"
+        ),
+    ):
         RegDB(root, trial=1)
 
 

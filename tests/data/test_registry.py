@@ -13,9 +13,13 @@ from lba_tf.data.datasets.sysu import SYSUMM01
 from lba_tf.evaluation.protocols import LLCMProtocol, RegDBProtocol, SYSUMM01Protocol
 from tests.data.layouts import small_llcm, small_sysu, write_regdb
 
-SMALL_SYNTHETIC = ["data.synthetic.num_train_ids=4", "data.synthetic.num_test_ids=3",
-                   "data.synthetic.images_per_camera=1", "data.synthetic.image_height=32",
-                   "data.synthetic.image_width=16"]
+SMALL_SYNTHETIC = [
+    "data.synthetic.num_train_ids=4",
+    "data.synthetic.num_test_ids=3",
+    "data.synthetic.images_per_camera=1",
+    "data.synthetic.image_height=32",
+    "data.synthetic.image_width=16",
+]
 
 
 def test_synthetic_without_root_is_generated_under_the_cache_and_read_as_sysu(tmp_path):
@@ -37,8 +41,9 @@ def test_synthetic_with_root_reads_that_folder(tmp_path):
 
 def test_sysu_gets_search_mode_and_gallery_shots(tmp_path):
     root = small_sysu(tmp_path / "sysu")
-    config = load_config(CONFIG_DIR / "sysu.yaml", [f"data.root={root}", "data.search_mode=indoor",
-                                               "data.gallery_shots=multi"]).data
+    config = load_config(
+        CONFIG_DIR / "sysu.yaml", [f"data.root={root}", "data.search_mode=indoor", "data.gallery_shots=multi"]
+    ).data
     dataset = build_dataset(config)
     assert isinstance(dataset, SYSUMM01) and dataset.root == str(root)
     assert dataset.protocol == SYSUMM01Protocol(search_mode="indoor", gallery_shots="multi")

@@ -45,8 +45,8 @@ def test_labels_come_from_the_records(sampler):
 
 
 def test_steps_per_epoch_uses_the_larger_modality(sampler):
-    num_rgb = sum(1 + label % 5 for label in range(12))          # 12 + 2 * 10 + 1 = 33
-    num_ir = sum(1 + (label * 7) % 4 for label in range(12))     # 12 + 3 * 6 = 30
+    num_rgb = sum(1 + label % 5 for label in range(12))  # 12 + 2 * 10 + 1 = 33
+    num_ir = sum(1 + (label * 7) % 4 for label in range(12))  # 12 + 3 * 6 = 30
     assert (sampler.num_visible, sampler.num_infrared) == (num_rgb, num_ir) == (33, 30)
     assert sampler.steps_per_epoch == len(sampler) == 33 // 15 + 1 == 3
     assert len(list(sampler.epoch(0))) == 3
@@ -128,10 +128,14 @@ def test_rejects_more_identities_per_batch_than_exist():
         IdentitySampler(_records({i: (1, 1) for i in range(3)}), 4, 2)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(num_identities=0, num_instances=2), dict(num_identities=2, num_instances=0),
-    dict(num_identities=2, num_instances=2, steps_per_epoch=0),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(num_identities=0, num_instances=2),
+        dict(num_identities=2, num_instances=0),
+        dict(num_identities=2, num_instances=2, steps_per_epoch=0),
+    ],
+)
 def test_rejects_nonpositive_sizes(bad):
     with pytest.raises(ValueError):
         IdentitySampler(_records({i: (1, 1) for i in range(3)}), **bad)

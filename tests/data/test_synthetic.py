@@ -13,8 +13,7 @@ from lba_tf.config import SyntheticConfig
 from lba_tf.data import synthetic
 from lba_tf.data.datasets.sysu import SYSUMM01
 
-SMALL = SyntheticConfig(num_train_ids=6, num_test_ids=4, images_per_camera=2, image_height=32,
-                        image_width=16, seed=3)
+SMALL = SyntheticConfig(num_train_ids=6, num_test_ids=4, images_per_camera=2, image_height=32, image_width=16, seed=3)
 RGB, IR = ("cam1", "cam2", "cam4", "cam5"), ("cam3", "cam6")
 
 
@@ -92,8 +91,9 @@ def test_identity_draws_are_reproducible_and_ir_temperature_is_not_rgb_brightnes
 
 
 def test_images_of_one_identity_vary_but_identities_are_recognisable(tmp_path):
-    config = SyntheticConfig(num_train_ids=8, num_test_ids=8, images_per_camera=3, image_height=64,
-                             image_width=32, seed=0)
+    config = SyntheticConfig(
+        num_train_ids=8, num_test_ids=8, images_per_camera=3, image_height=64, image_width=32, seed=0
+    )
     root = pathlib.Path(synthetic.generate(str(tmp_path / "set"), config))
     features, pids, cameras = [], [], []
     for path in sorted(p for c in RGB for p in (root / c).rglob("*.jpg")):
@@ -136,8 +136,24 @@ def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
 
 def test_command_line_writes_the_set_with_the_given_sizes(tmp_path):
     out = tmp_path / "cli"
-    synthetic.main(["--out", str(out), "--num-train-ids", "6", "--num-test-ids", "4", "--images-per-camera",
-                    "2", "--height", "32", "--width", "16", "--seed", "3"])
+    synthetic.main(
+        [
+            "--out",
+            str(out),
+            "--num-train-ids",
+            "6",
+            "--num-test-ids",
+            "4",
+            "--images-per-camera",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "16",
+            "--seed",
+            "3",
+        ]
+    )
     assert _digest(out) == _digest(synthetic.generate(str(tmp_path / "api"), SMALL))
 
 

@@ -25,8 +25,12 @@ def test_training_set_counts_labels_cameras_and_order(root):
         for pid in (1, 2, 5, 7):
             for camera in cameras:
                 if (camera, pid) != (5, 2):
-                    expected += [ImageRecord(f"cam{camera}/{pid:04d}/{k:04d}.jpg", pid, camera, modality,
-                                             {1: 0, 2: 1, 5: 2, 7: 3}[pid]) for k in (1, 2)]
+                    expected += [
+                        ImageRecord(
+                            f"cam{camera}/{pid:04d}/{k:04d}.jpg", pid, camera, modality, {1: 0, 2: 1, 5: 2, 7: 3}[pid]
+                        )
+                        for k in (1, 2)
+                    ]
     assert dataset.train == expected
     assert len(dataset.train) == 4 * 4 * 2 - 2 + 4 * 2 * 2
     assert dataset.num_classes == 4
@@ -38,9 +42,19 @@ def test_test_images_are_the_test_identity_folders_of_the_search_mode(root):
     assert dataset.protocol == SYSUMM01Protocol("indoor", "multi")
     # Test ids sorted 9, 12, 15; id 12 has no cam6 and no cam1 folder.
     assert [f.path for f in dataset.test_images["infrared"]] == [
-        "cam3/0009", "cam6/0009", "cam3/0012", "cam3/0015", "cam6/0015"]
+        "cam3/0009",
+        "cam6/0009",
+        "cam3/0012",
+        "cam3/0015",
+        "cam6/0015",
+    ]
     assert [f.path for f in dataset.test_images["visible"]] == [
-        "cam1/0009", "cam2/0009", "cam2/0012", "cam1/0015", "cam2/0015"]
+        "cam1/0009",
+        "cam2/0009",
+        "cam2/0012",
+        "cam1/0015",
+        "cam2/0015",
+    ]
     assert dataset.test_images["visible"][0].files == ("0001.jpg", "0002.jpg", "0003.jpg")
 
 
@@ -64,12 +78,15 @@ def test_missing_camera_folder_names_the_path(root):
         SYSUMM01(root)
 
 
-@pytest.mark.parametrize("content,message", [
-    ("1,2,x\n", r"test_id.txt:1: 'x' is not an identity number"),
-    ("9,12\n15\n", r"test_id.txt:2: expected a single line"),
-    ("9,12,9\n", r"test_id.txt:1: identities listed twice: \[9\]"),
-    ("\n", r"test_id.txt: no identities"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("1,2,x\n", r"test_id.txt:1: 'x' is not an identity number"),
+        ("9,12\n15\n", r"test_id.txt:2: expected a single line"),
+        ("9,12,9\n", r"test_id.txt:1: identities listed twice: \[9\]"),
+        ("\n", r"test_id.txt: no identities"),
+    ],
+)
 def test_unparsable_id_file_names_file_and_line(root, content, message):
     with open(os.path.join(root, "exp", "test_id.txt"), "w") as f:
         f.write(content)

@@ -83,7 +83,8 @@ def test_best_needs_a_run_directory(trained, capsys):
     _, _, _, weights, _ = trained
     assert main(["--weights", str(weights), "--best"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: --best picks a run directory's best weights; {weights} is not a run directory")
+        f"error: --best picks a run directory's best weights; {weights} is not a run directory"
+    )
 
 
 def test_missing_weights_is_a_clear_error(tmp_path, capsys):

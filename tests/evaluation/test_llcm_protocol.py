@@ -35,8 +35,9 @@ def write_tree(root):
         for modality, cameras in (("vis", (1, 2, 3)), ("nir", (1, 2, 4))):
             for camera in cameras:
                 if rng.random() < 0.8 or camera == cameras[0]:
-                    test[modality, camera, pid] = [llcm_name(pid, camera, k, modality)
-                                                   for k in range(1, rng.choice((3, 4)))]
+                    test[modality, camera, pid] = [
+                        llcm_name(pid, camera, k, modality) for k in range(1, rng.choice((3, 4)))
+                    ]
     train = {(m, c, pid): 1 for pid in (1, 2) for m, c in (("vis", 1), ("nir", 2))}
     return str(write_llcm(root, train, TEST_IDS, test))
 
@@ -56,13 +57,13 @@ def authors_file_list(root, folders, trial=None):
     if trial is not None:
         random.seed(trial)
     paths = []
-    for pid in sorted("%04d" % i for i in TEST_IDS):
+    for pid in sorted(f"{i:04d}" for i in TEST_IDS):
         for folder in folders:
             directory = os.path.join(root, folder, pid)
             if os.path.isdir(directory):
                 files = sorted(directory + "/" + name for name in os.listdir(directory))
                 paths.extend(files if trial is None else [random.choice(files)])
-    relative = [p[len(root) + 1:] for p in paths]
+    relative = [p[len(root) + 1 :] for p in paths]
     cams = np.array([int(p.split("cam")[1][0]) for p in relative])
     pids = np.array([int(p.split("cam")[1][2:6]) for p in relative])
     return relative, pids, cams
@@ -120,8 +121,7 @@ def root(tmp_path_factory):
     return write_tree(tmp_path_factory.mktemp("llcm") / "LLCM")
 
 
-@pytest.mark.parametrize("direction,test_mode", [("infrared_to_visible", [1, 2]),
-                                                 ("visible_to_infrared", [2, 1])])
+@pytest.mark.parametrize("direction,test_mode", [("infrared_to_visible", [1, 2]), ("visible_to_infrared", [2, 1])])
 def test_both_directions_equal_the_authors_computation(root, direction, test_mode):
     splits = llcm_splits(root, direction, 10)
     features = {r.path: feature_of(r.path) for s in splits for r in (*s.query, *s.gallery)}

@@ -39,8 +39,12 @@ def reference_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, protocol, max_ra
             ranked_ids = distinct
         first = ranked_ids.index(q_pids[q])
         hits.append([first < k for k in range(1, max_rank + 1)])
-    return {"cmc": np.mean(np.array(hits, dtype=np.float64), axis=0), "mAP": np.mean(aps),
-            "mINP": np.mean(inps), "num_valid_queries": len(aps)}
+    return {
+        "cmc": np.mean(np.array(hits, dtype=np.float64), axis=0),
+        "mAP": np.mean(aps),
+        "mINP": np.mean(inps),
+        "num_valid_queries": len(aps),
+    }
 
 
 def random_case(protocol, seed, num_ids=12, match_bias=0.0, quantize=False):
@@ -92,8 +96,7 @@ def assert_identical(result, expected):
 
 @pytest.mark.parametrize("protocol", tuple(PROTOCOLS))
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("match_bias,quantize", [(0.0, False), (0.0, True), (0.6, False),
-                                                 (0.6, True)])
+@pytest.mark.parametrize("match_bias,quantize", [(0.0, False), (0.0, True), (0.6, False), (0.6, True)])
 def test_matches_per_query_reference(protocol, seed, match_bias, quantize):
     case = random_case(protocol, seed, match_bias=match_bias, quantize=quantize)
     expected = reference_evaluate(*case, protocol, max_rank=10)
@@ -132,19 +135,21 @@ def test_features_path_equals_full_matrix(protocol):
     full = evaluate(-(query @ gallery.T), *ids, protocol)
     assert_same_result(full, reference_evaluate(-(query @ gallery.T), *ids, protocol))
     for chunk_size in (None, 1, 6):
-        assert_identical(evaluate_features(query, gallery, *ids, protocol,
-                                           chunk_size=chunk_size), full)
+        assert_identical(evaluate_features(query, gallery, *ids, protocol, chunk_size=chunk_size), full)
     normed_q = rng.standard_normal((len(q_pids), 16)).astype(np.float32)
     normed_g = rng.standard_normal((len(g_pids), 16)).astype(np.float32)
     normed_q /= np.linalg.norm(normed_q, axis=1, keepdims=True)
     normed_g /= np.linalg.norm(normed_g, axis=1, keepdims=True)
-    assert_identical(evaluate_features(normed_q, normed_g, *ids, protocol, chunk_size=4),
-                     evaluate(-(normed_q @ normed_g.T), *ids, protocol))
+    assert_identical(
+        evaluate_features(normed_q, normed_g, *ids, protocol, chunk_size=4),
+        evaluate(-(normed_q @ normed_g.T), *ids, protocol),
+    )
 
 
 def one_query(distances, g_pids, g_cams, q_pid, q_cam, protocol, max_rank=5):
-    return evaluate(np.array([distances], dtype=np.float64), [q_pid], g_pids, [q_cam], g_cams,
-                    protocol, max_rank=max_rank)
+    return evaluate(
+        np.array([distances], dtype=np.float64), [q_pid], g_pids, [q_cam], g_cams, protocol, max_rank=max_rank
+    )
 
 
 def test_hand_computed_ap_inp_and_both_cmc_variants():
@@ -171,8 +176,7 @@ def test_two_queries_average():
     # Query B (id 2, camera 6): same ranking -> matches at 1, 3:
     #   AP = (1/2 + 2/4) / 2 = 1/2, INP = 2/4, first hit at collapsed position 1.
     distances = [[0.1, 0.2, 0.3, 0.4, 0.5]] * 2
-    result = evaluate(np.array(distances), [1, 2], [1, 2, 1, 2, 1], [6, 6], [1, 1, 4, 2, 5],
-                      "sysu", max_rank=3)
+    result = evaluate(np.array(distances), [1, 2], [1, 2, 1, 2, 1], [6, 6], [1, 1, 4, 2, 5], "sysu", max_rank=3)
     assert result["mAP"] == pytest.approx((34 / 45 + 1 / 2) / 2)
     assert result["mINP"] == pytest.approx((3 / 5 + 1 / 2) / 2)
     np.testing.assert_allclose(result["cmc"], [0.5, 1.0, 1.0])
@@ -253,11 +257,9 @@ def test_ties_keep_gallery_order():
 def test_stable_argsort_equals_numpy_stable_sort(dtype):
     rng = np.random.default_rng(1)
     values = (np.round(rng.random((50, 30)) * 10) - 5).astype(dtype)  # many ties
-    values[0, :13] = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, -1.0, 0.0, np.nan, -0.0,
-                      1e-45, -1e-45]
+    values[0, :13] = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, -1.0, 0.0, np.nan, -0.0, 1e-45, -1e-45]
     values[1] = rng.standard_normal(30)  # no ties
-    np.testing.assert_array_equal(metrics.stable_argsort(values),
-                                  np.argsort(values, axis=1, kind="stable"))
+    np.testing.assert_array_equal(metrics.stable_argsort(values), np.argsort(values, axis=1, kind="stable"))
 
 
 def test_ranked_prefix_is_the_stable_order_up_to_the_limit():
@@ -288,8 +290,7 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="cover"):
         metrics.evaluate_chunks([distances], [1, 1], [1, 2], [1, 1], [1, 2], "regdb")
     with pytest.raises(ValueError, match="chunk_size"):
-        evaluate_features(np.ones((1, 2)), np.ones((2, 2)), [1], [1, 2], [1], [1, 2], "regdb",
-                          chunk_size=0)
+        evaluate_features(np.ones((1, 2)), np.ones((2, 2)), [1], [1, 2], [1], [1, 2], "regdb", chunk_size=0)
 
 
 def test_score_queries_takes_the_exclusion_mask_and_cmc_variant_as_arrays():

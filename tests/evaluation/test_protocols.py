@@ -50,15 +50,20 @@ def _paths(root, records):
 
 # --- the protocol objects -------------------------------------------------------------------
 
+
 def test_directions_and_roles_name_what_each_direction_scores():
     assert SYSUMM01Protocol().roles == {
-        "infrared_to_visible": Roles(query="infrared", gallery="visible", drawn="visible")}
-    assert RegDBProtocol().roles == {"visible_to_infrared": Roles("visible", "infrared"),
-                                     "infrared_to_visible": Roles("infrared", "visible")}
+        "infrared_to_visible": Roles(query="infrared", gallery="visible", drawn="visible")
+    }
+    assert RegDBProtocol().roles == {
+        "visible_to_infrared": Roles("visible", "infrared"),
+        "infrared_to_visible": Roles("infrared", "visible"),
+    }
     # LLCM: infrared queries in both directions; visible_to_infrared draws the queries.
     assert LLCMProtocol().roles == {
         "visible_to_infrared": Roles("infrared", "visible", drawn="infrared"),
-        "infrared_to_visible": Roles("infrared", "visible", drawn="visible")}
+        "infrared_to_visible": Roles("infrared", "visible", drawn="visible"),
+    }
     assert LLCMProtocol().directions == ("visible_to_infrared", "infrared_to_visible")
 
 
@@ -72,11 +77,13 @@ def test_exclusion_rule_of_each_protocol():
     q_pids, q_cams = np.array([1, 1, 2]), np.array([3, 6, 2])
     g_pids, g_cams = np.array([1, 1, 2, 3]), np.array([2, 1, 2, 2])
     # SYSU-MM01: the camera-3 query ignores every camera-2 image, whatever its identity.
-    np.testing.assert_array_equal(SYSUMM01Protocol().keep_mask(q_pids, q_cams, g_pids, g_cams),
-                                  [[0, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(
+        SYSUMM01Protocol().keep_mask(q_pids, q_cams, g_pids, g_cams), [[0, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    )
     # LLCM: a query ignores its own identity in its own camera only.
-    np.testing.assert_array_equal(LLCMProtocol().keep_mask(q_pids, q_cams, g_pids, g_cams),
-                                  [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 1]])
+    np.testing.assert_array_equal(
+        LLCMProtocol().keep_mask(q_pids, q_cams, g_pids, g_cams), [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 1]]
+    )
     # RegDB: nothing.
     assert RegDBProtocol().keep_mask(q_pids, q_cams, g_pids, g_cams).all()
 
@@ -105,8 +112,7 @@ def test_options_are_checked():
 def test_split_labels_are_the_arrays_evaluate_takes():
     query = [ImageRecord("a", 4, 3, "infrared"), ImageRecord("b", 5, 6, "infrared")]
     gallery = [ImageRecord("c", 4, 1, "visible")]
-    (split,) = RegDBProtocol().test_splits({"infrared": query, "visible": gallery},
-                                           "infrared_to_visible")
+    (split,) = RegDBProtocol().test_splits({"infrared": query, "visible": gallery}, "infrared_to_visible")
     labels = split_labels(split)
     for got, want in zip(labels, ([4, 5], [4], [1, 1], [2])):  # RegDB's role cameras 1 and 2
         np.testing.assert_array_equal(got, want)
@@ -114,6 +120,7 @@ def test_split_labels_are_the_arrays_evaluate_takes():
 
 
 # --- SYSU-MM01 ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sysu_root(tmp_path):
@@ -123,9 +130,12 @@ def sysu_root(tmp_path):
 def test_sysu_query_is_every_ir_image_of_test_ids_by_id_camera_file(sysu_root):
     (split,) = splits(SYSUMM01(sysu_root), "infrared_to_visible", 1)
     # Test ids 15, 9, 12 -> sorted 9, 12, 15; cameras 3 then 6; id 12 has no cam6 folder.
-    expected = [ImageRecord(f"cam{camera}/{pid:04d}/{k:04d}.jpg", pid, camera, "infrared")
-                for pid, cameras in ((9, (3, 6)), (12, (3,)), (15, (3, 6))) for camera in cameras
-                for k in (1, 2, 3)]
+    expected = [
+        ImageRecord(f"cam{camera}/{pid:04d}/{k:04d}.jpg", pid, camera, "infrared")
+        for pid, cameras in ((9, (3, 6)), (12, (3,)), (15, (3, 6)))
+        for camera in cameras
+        for k in (1, 2, 3)
+    ]
     assert list(split.query) == expected
 
 
@@ -137,16 +147,16 @@ def test_sysu_query_file_order_is_sorted_by_name(tmp_path):
     assert [r.path for r in split.query] == ["cam3/0003/0001.jpg", "cam3/0003/0002.jpg", "cam3/0003/0010.jpg"]
 
 
-@pytest.mark.parametrize("mode,cameras,size", [("all", SYSU_ALL, 4 + 3 + 4),
-                                               ("indoor", SYSU_INDOOR, 2 + 1 + 2)])
+@pytest.mark.parametrize("mode,cameras,size", [("all", SYSU_ALL, 4 + 3 + 4), ("indoor", SYSU_INDOOR, 2 + 1 + 2)])
 def test_sysu_single_shot_gallery_equals_the_literal_global_random_procedure(sysu_root, mode, cameras, size):
     trials = splits(SYSUMM01(sysu_root, search_mode=mode), "infrared_to_visible", 10)
     assert [s.trial for s in trials] == list(range(10))
     for t, split in enumerate(trials):
         assert _paths(sysu_root, split.gallery) == literal_gallery(sysu_root, [15, 9, 12], cameras, t)
         assert len(split.gallery) == size  # one per (id, camera) folder; id 12 lacks cam1
-        assert all(r.modality == "visible" and r.label == -1 and r.path.startswith(f"cam{r.camera}/")
-                   for r in split.gallery)
+        assert all(
+            r.modality == "visible" and r.label == -1 and r.path.startswith(f"cam{r.camera}/") for r in split.gallery
+        )
     assert len({tuple(s.gallery) for s in trials}) > 1  # the trials draw different galleries
 
 
@@ -180,6 +190,7 @@ def test_sysu_only_infrared_to_visible_is_evaluated(sysu_root):
 
 # --- RegDB ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def regdb_root(tmp_path):
     return str(write_regdb(tmp_path / "RegDB", REGDB_IDS, images_per_id=2, trials=(1, 2)))
@@ -193,19 +204,23 @@ def test_regdb_visible_to_infrared_queries_test_visible_against_test_thermal(reg
     (split,) = splits(RegDB(regdb_root, trial=2), "visible_to_infrared", 1)
     _, test = regdb_split(REGDB_IDS, 2)
     assert split.direction == "visible_to_infrared" and split.trial == 2
-    assert list(split.query) == [ImageRecord(_regdb_path("Visible", "v", pid, k), pid, 1, "visible")
-                                 for pid in test for k in (1, 2)]
-    assert list(split.gallery) == [ImageRecord(_regdb_path("Thermal", "t", pid, k), pid, 2, "infrared")
-                                   for pid in test for k in (1, 2)]
+    assert list(split.query) == [
+        ImageRecord(_regdb_path("Visible", "v", pid, k), pid, 1, "visible") for pid in test for k in (1, 2)
+    ]
+    assert list(split.gallery) == [
+        ImageRecord(_regdb_path("Thermal", "t", pid, k), pid, 2, "infrared") for pid in test for k in (1, 2)
+    ]
 
 
 def test_regdb_infrared_to_visible_swaps_the_roles_and_keeps_query_camera_1(regdb_root):
     (split,) = splits(RegDB(regdb_root, trial=2), "infrared_to_visible", 1)
     _, test = regdb_split(REGDB_IDS, 2)
-    assert list(split.query) == [ImageRecord(_regdb_path("Thermal", "t", pid, k), pid, 1, "infrared")
-                                 for pid in test for k in (1, 2)]
-    assert list(split.gallery) == [ImageRecord(_regdb_path("Visible", "v", pid, k), pid, 2, "visible")
-                                   for pid in test for k in (1, 2)]
+    assert list(split.query) == [
+        ImageRecord(_regdb_path("Thermal", "t", pid, k), pid, 1, "infrared") for pid in test for k in (1, 2)
+    ]
+    assert list(split.gallery) == [
+        ImageRecord(_regdb_path("Visible", "v", pid, k), pid, 2, "visible") for pid in test for k in (1, 2)
+    ]
 
 
 def test_regdb_more_trials_still_give_the_one_split_of_this_model(regdb_root):
@@ -215,6 +230,7 @@ def test_regdb_more_trials_still_give_the_one_split_of_this_model(regdb_root):
 
 
 # --- LLCM -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def llcm_root(tmp_path):
@@ -228,27 +244,36 @@ EVERY = {"infrared_to_visible": "query", "visible_to_infrared": "gallery"}
 DRAWN = {"infrared_to_visible": "gallery", "visible_to_infrared": "query"}
 
 
-@pytest.mark.parametrize("direction,modality,cameras", [
-    # Test ids sorted 20, 30, 40; test id 30 lacks vis cam2, id 40 lacks nir cam4.
-    ("infrared_to_visible", "nir", {20: (2, 4, 9), 30: (2, 4, 9), 40: (2, 9)}),
-    ("visible_to_infrared", "vis", {20: (1, 2, 4), 30: (1, 4), 40: (1, 2, 4)}),
-])
+@pytest.mark.parametrize(
+    "direction,modality,cameras",
+    [
+        # Test ids sorted 20, 30, 40; test id 30 lacks vis cam2, id 40 lacks nir cam4.
+        ("infrared_to_visible", "nir", {20: (2, 4, 9), 30: (2, 4, 9), 40: (2, 9)}),
+        ("visible_to_infrared", "vis", {20: (1, 2, 4), 30: (1, 4), 40: (1, 2, 4)}),
+    ],
+)
 def test_llcm_one_side_is_every_test_image_of_a_modality(llcm_root, direction, modality, cameras):
     (split,) = splits(LLCM(llcm_root), direction, 1)
     kind = {"vis": "visible", "nir": "infrared"}[modality]
     folder = f"test_{modality}/cam{{}}/{{:04d}}"
-    expected = [ImageRecord(f"{folder.format(c, pid)}/{llcm_name(pid, c, k, modality)}", pid, c, kind)
-                for pid in (20, 30, 40) for c in cameras[pid] for k in (1, 3, 12)]
+    expected = [
+        ImageRecord(f"{folder.format(c, pid)}/{llcm_name(pid, c, k, modality)}", pid, c, kind)
+        for pid in (20, 30, 40)
+        for c in cameras[pid]
+        for k in (1, 3, 12)
+    ]
     assert list(getattr(split, EVERY[direction])) == expected
 
 
-@pytest.mark.parametrize("direction,cameras,size", [
-    ("infrared_to_visible", LLCM_VIS, 3 + 2 + 3),
-    ("visible_to_infrared", LLCM_NIR, 3 + 3 + 2),
-])
+@pytest.mark.parametrize(
+    "direction,cameras,size",
+    [
+        ("infrared_to_visible", LLCM_VIS, 3 + 2 + 3),
+        ("visible_to_infrared", LLCM_NIR, 3 + 3 + 2),
+    ],
+)
 @pytest.mark.parametrize("shots", ["single", "multi"])
-def test_llcm_drawn_side_equals_the_literal_global_random_procedure(llcm_root, direction, cameras, size,
-                                                                    shots):
+def test_llcm_drawn_side_equals_the_literal_global_random_procedure(llcm_root, direction, cameras, size, shots):
     trials = splits(LLCM(llcm_root, gallery_shots=shots), direction, 10)
     assert [s.trial for s in trials] == list(range(10))
     for t, split in enumerate(trials):

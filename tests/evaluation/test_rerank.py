@@ -16,7 +16,7 @@ def reference_rerank(q_g, q_q, g_g, k1, k2, lambda_value):
     ranked = [sorted(range(n), key=lambda j, i=i: (j != i, d[i, j], j)) for i in range(n)]
 
     def nearest(i, k):
-        return set(ranked[i][:k + 1])
+        return set(ranked[i][: k + 1])
 
     def reciprocal(i, k):
         return {j for j in nearest(i, k) if i in nearest(j, k)}
@@ -34,9 +34,15 @@ def reference_rerank(q_g, q_q, g_g, k1, k2, lambda_value):
             v[i, j] = math.exp(-d[i, j])
     v = np.array([v[ranked[i][:k2]].mean(axis=0) for i in range(n)])
     num_queries = len(q_g)
-    jaccard = np.array([[1 - np.minimum(v[p], v[num_queries + g]).sum()
-                         / np.maximum(v[p], v[num_queries + g]).sum()
-                         for g in range(q_g.shape[1])] for p in range(num_queries)])
+    jaccard = np.array(
+        [
+            [
+                1 - np.minimum(v[p], v[num_queries + g]).sum() / np.maximum(v[p], v[num_queries + g]).sum()
+                for g in range(q_g.shape[1])
+            ]
+            for p in range(num_queries)
+        ]
+    )
     return (1 - lambda_value) * jaccard + lambda_value * q_g
 
 
@@ -50,8 +56,7 @@ def random_distances(seed, num_queries=7, num_gallery=15, ties=False):
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     d = np.maximum(2.0 - 2.0 * feats @ feats.T, 0.0)
     np.fill_diagonal(d, 0.0)
-    return (d[:num_queries, num_queries:], d[:num_queries, :num_queries],
-            d[num_queries:, num_queries:])
+    return (d[:num_queries, num_queries:], d[:num_queries, :num_queries], d[num_queries:, num_queries:])
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -60,8 +65,7 @@ def random_distances(seed, num_queries=7, num_gallery=15, ties=False):
 def test_matches_set_based_reference(seed, k1, k2, ties):
     q_g, q_q, g_g = random_distances(seed, ties=ties)
     expected = reference_rerank(q_g, q_q, g_g, k1, min(k2, 22), 0.3)
-    np.testing.assert_allclose(k_reciprocal_rerank(q_g, q_q, g_g, k1, k2, 0.3), expected,
-                               atol=1e-12, rtol=0)
+    np.testing.assert_allclose(k_reciprocal_rerank(q_g, q_q, g_g, k1, k2, 0.3), expected, atol=1e-12, rtol=0)
 
 
 def test_reciprocal_structure_lifts_true_match():

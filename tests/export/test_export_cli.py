@@ -30,17 +30,16 @@ def _embed_served(version_dir, images, modality):
 
 def test_weights_file_exports_a_verified_version(weights, tmp_path, capsys):
     model, path = weights
-    assert main(["--weights", str(path), "--output", str(tmp_path), "--name", "tiny",
-                 *set_args(TINY_OVERRIDES)]) == 0
+    assert main(["--weights", str(path), "--output", str(tmp_path), "--name", "tiny", *set_args(TINY_OVERRIDES)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert pathlib.Path(printed) == tmp_path / "tiny" / "1"
     images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 16, 3), dtype=np.uint8)
     served = _embed_served(printed, images, np.array([0, 1], np.int32))
     from lba_tf.data.preprocess import normalize
+
     expected = model.embed(normalize(images), tf.constant([0, 1])).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
-    assert main(["--weights", str(path), "--output", str(tmp_path), "--name", "tiny",
-                 *set_args(TINY_OVERRIDES)]) == 0
+    assert main(["--weights", str(path), "--output", str(tmp_path), "--name", "tiny", *set_args(TINY_OVERRIDES)]) == 0
     assert (tmp_path / "tiny" / "2" / "saved_model.pb").exists()
 
 
@@ -48,7 +47,8 @@ def test_run_directory_exports_its_last_epoch_with_its_config(weights, tmp_path,
     _, path = weights
     run = tmp_path / "run"
     RunDir.for_training(load_config(None, TINY_OVERRIDES), str(run)).write_info(
-        num_classes=6, steps_per_epoch=2, image_height=32, image_width=16)
+        num_classes=6, steps_per_epoch=2, image_height=32, image_width=16
+    )
     (run / "weights").mkdir(parents=True)
     (run / "weights" / "last.weights.h5").write_bytes(path.read_bytes())
     assert main(["--weights", str(run), "--output", str(tmp_path / "out"), "--version", "7"]) == 0
@@ -72,6 +72,7 @@ def test_authors_checkpoint_is_recognised_and_converted(tmp_path):
     served = _embed_served(tmp_path / "out" / "lba" / "1", images, np.array([1, 1], np.int32))
     from lba_tf.data.preprocess import normalize
     from tests.torch_reference.parity import l2_normalize
+
     x = torch.tensor(normalize(images).numpy().transpose(0, 3, 1, 2))
     expected = l2_normalize(reference(x, infrared=True)["pooled"].detach().numpy())
     np.testing.assert_allclose(served, expected, atol=1e-5)
@@ -89,13 +90,21 @@ def test_authors_checkpoint_as_saved_exports_with_no_config(tmp_path, capsys):
 
     reference = randomize_(LbAReference(num_classes=6, depth=50, width=8), seed=5).eval()
     src = tmp_path / "ep_80.t"
-    torch.save({"net": {"module." + k: v for k, v in reference.state_dict().items()},
-                "cmc": np.linspace(0.5, 1.0, 20).astype(np.float32), "mAP": np.float64(0.55),
-                "mINP": np.float64(0.41), "epoch": 80}, src)
+    torch.save(
+        {
+            "net": {"module." + k: v for k, v in reference.state_dict().items()},
+            "cmc": np.linspace(0.5, 1.0, 20).astype(np.float32),
+            "mAP": np.float64(0.55),
+            "mINP": np.float64(0.41),
+            "epoch": 80,
+        },
+        src,
+    )
     assert main(["--weights", str(src), "--output", str(tmp_path / "out")]) == 0
     version = pathlib.Path(capsys.readouterr().out.strip().splitlines()[-1])
     images = np.random.default_rng(2).integers(0, 256, size=(2, 288, 144, 3), dtype=np.uint8)
     from lba_tf.data.preprocess import normalize
+
     x = torch.tensor(normalize(images).numpy().transpose(0, 3, 1, 2)).double()
     for modality in (0, 1):
         served = _embed_served(version, images, np.full([2], modality, np.int32))
@@ -112,8 +121,10 @@ def test_a_config_that_contradicts_the_checkpoint_is_one_line(tmp_path, capsys):
     torch.save({"net": LbAReference(num_classes=3, depth=18, width=4).state_dict()}, src)
     assert main(["--weights", str(src), "--output", str(tmp_path / "out"), "--set", "model.width=16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {src} is a ResNet-18 of width 4, the config says model.width=16: leave out "
-                   "--config to take the checkpoint's, or --set model.width=4"]
+    assert err == [
+        f"error: {src} is a ResNet-18 of width 4, the config says model.width=16: leave out "
+        "--config to take the checkpoint's, or --set model.width=4"
+    ]
     assert not (tmp_path / "out").exists()
 
 

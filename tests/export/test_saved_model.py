@@ -10,8 +10,16 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from lba_tf.export import saved_model as export
-from lba_tf.export.saved_model import (SIGNATURE_NAMES, WARMUP_FILE, ExportVerificationError, export_saved_model,
-                                       list_graph_ops, reference_embeddings, unavailable_ops, verify_export)
+from lba_tf.export.saved_model import (
+    SIGNATURE_NAMES,
+    WARMUP_FILE,
+    ExportVerificationError,
+    export_saved_model,
+    list_graph_ops,
+    reference_embeddings,
+    unavailable_ops,
+    verify_export,
+)
 from tests.serving.standin import IMAGE_SIZE, StandInEncoder
 
 
@@ -121,6 +129,7 @@ def test_served_preprocessing_equals_training_preprocessing(loaded, model):
     pixels = np.random.default_rng(1).integers(0, 256, (2, 50, 23, 3), np.uint8)
     got = loaded.signatures["embed_infrared"](images=tf.constant(pixels))["embedding"].numpy()
     from lba_tf.data.preprocess import normalize, resize_to_uint8
+
     want = model.embed(normalize(resize_to_uint8(pixels, *IMAGE_SIZE)), np.ones(2, np.int32))
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
@@ -129,8 +138,9 @@ def test_served_preprocessing_equals_training_preprocessing(loaded, model):
 def test_mixed_modalities_each_take_their_stem(loaded):
     image = np.random.default_rng(2).integers(0, 256, (1, 32, 16, 3), np.uint8)
     batch = np.repeat(image, 4, axis=0)
-    mixed = loaded.signatures["serving_default"](images=tf.constant(batch),
-                                                 modality=tf.constant([0, 1, 1, 0], tf.int32))["embedding"].numpy()
+    mixed = loaded.signatures["serving_default"](
+        images=tf.constant(batch), modality=tf.constant([0, 1, 1, 0], tf.int32)
+    )["embedding"].numpy()
     visible = loaded.signatures["embed_visible"](images=tf.constant(image))["embedding"].numpy()[0]
     infrared = loaded.signatures["embed_infrared"](images=tf.constant(image))["embedding"].numpy()[0]
     assert np.abs(visible - infrared).max() > 1e-2  # the two stems differ, so the check below can fail
@@ -139,8 +149,9 @@ def test_mixed_modalities_each_take_their_stem(loaded):
 
 def test_modality_outside_zero_one_is_rejected(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="modality must be 0"):
-        loaded.signatures["serving_default"](images=tf.zeros([1, 32, 16, 3], tf.uint8),
-                                             modality=tf.constant([2], tf.int32))
+        loaded.signatures["serving_default"](
+            images=tf.zeros([1, 32, 16, 3], tf.uint8), modality=tf.constant([2], tf.int32)
+        )
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "JPEG"])
@@ -157,8 +168,10 @@ def test_grey_encoded_files_are_decoded_to_three_channels(loaded, model, fmt):
 
 
 def test_warmup_file_holds_one_predict_request_per_signature(exported, loaded):
-    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-               for r in tf.data.TFRecordDataset(os.path.join(exported, WARMUP_FILE))]
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(os.path.join(exported, WARMUP_FILE))
+    ]
     assert sorted(log.predict_log.request.model_spec.signature_name for log in records) == sorted(SIGNATURE_NAMES)
     for log in records:
         request = log.predict_log.request
@@ -180,8 +193,9 @@ def test_graph_has_only_stock_ops(exported):
 
 def test_list_graph_ops_finds_a_py_function(tmp_path):
     module = tf.Module()
-    module.f = tf.function(lambda x: tf.py_function(lambda v: v + 1, [x], tf.float32),
-                           input_signature=[tf.TensorSpec([None], tf.float32)])
+    module.f = tf.function(
+        lambda x: tf.py_function(lambda v: v + 1, [x], tf.float32), input_signature=[tf.TensorSpec([None], tf.float32)]
+    )
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
     ops = list_graph_ops(str(tmp_path))
     assert "EagerPyFunc" in ops and unavailable_ops(ops) == {"EagerPyFunc"}

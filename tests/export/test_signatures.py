@@ -44,8 +44,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def export_path(model, tmp_path_factory):
-    return export_saved_model(model, str(tmp_path_factory.mktemp("exports")), "lba", image_size=IMAGE_SIZE,
-                              warmup_examples=1)
+    return export_saved_model(
+        model, str(tmp_path_factory.mktemp("exports")), "lba", image_size=IMAGE_SIZE, warmup_examples=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,10 @@ def _png(image: np.ndarray) -> bytes:
 
 def _reference(model, pixels: np.ndarray, modality) -> np.ndarray:
     """Each image embedded alone, eagerly, ``[B, D]``."""
-    rows = [model.embed(normalize(resize_to_uint8(tf.constant(image[None]), *IMAGE_SIZE)),
-                        tf.constant([m], tf.int32))[0] for image, m in zip(pixels, modality)]
+    rows = [
+        model.embed(normalize(resize_to_uint8(tf.constant(image[None]), *IMAGE_SIZE)), tf.constant([m], tf.int32))[0]
+        for image, m in zip(pixels, modality)
+    ]
     return np.stack(rows) if rows else np.zeros((0, model.encoder.layer4_channels), np.float32)
 
 
@@ -89,8 +92,9 @@ def test_the_two_stems_give_different_embeddings(model):
 def test_serving_default(signatures, model, kind):
     modality = np.array(BATCHES.get(kind, []), np.int32)
     pixels = _pixels(len(modality), 1)
-    got = signatures["serving_default"](images=tf.constant(pixels, tf.uint8),
-                                        modality=tf.constant(modality))["embedding"].numpy()
+    got = signatures["serving_default"](images=tf.constant(pixels, tf.uint8), modality=tf.constant(modality))[
+        "embedding"
+    ].numpy()
     np.testing.assert_allclose(got, _reference(model, pixels, modality), atol=ATOL, rtol=0)
 
 
@@ -125,11 +129,12 @@ def test_embed_bytes_decodes_and_resizes_as_pil(signatures, model, fmt):
     # The authors' pipeline: PIL decodes the file and resizes it with Lanczos (ANTIALIAS). A JPEG
     # (lossy, so the IDCT matters) and an 8-bit palette BMP reach the model as PIL's pixels.
     encoded = [_camera_file(image, fmt) for image in _pixels(2, 4)]
-    pil = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(IMAGE_SIZE[::-1], Image.LANCZOS))
-           for data in encoded]
+    pil = [
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(IMAGE_SIZE[::-1], Image.LANCZOS))
+        for data in encoded
+    ]
     for data, expected in zip(encoded, pil):
-        np.testing.assert_array_equal(resize_to_uint8(decode_image(tf.constant(data)), *IMAGE_SIZE).numpy(),
-                                      expected)
+        np.testing.assert_array_equal(resize_to_uint8(decode_image(tf.constant(data)), *IMAGE_SIZE).numpy(), expected)
     got = signatures["embed_infrared_bytes"](image_bytes=tf.constant(encoded))["embedding"].numpy()
     np.testing.assert_allclose(got, _reference(model, np.stack(pil), [1, 1]), atol=ATOL, rtol=0)
 
@@ -155,12 +160,18 @@ def test_an_export_serves_in_the_other_kernel_mode(export_path, model, tmp_path)
     pixels = _pixels(max(len(m) for m in batches.values()), 4)
     np.save(tmp_path / "pixels.npy", pixels)
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": other, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", _SERVE_IN_OTHER_MODE, export_path, str(tmp_path / "pixels.npy"),
-                           json.dumps(batches)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_IN_OTHER_MODE, export_path, str(tmp_path / "pixels.npy"), json.dumps(batches)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     served = json.loads(done.stdout.splitlines()[-1])
     assert served["onednn"] == (other == "1")
     for kind, modality in batches.items():
         got = np.asarray(served["embeddings"][kind], np.float32).reshape(len(modality), model.encoder.layer4_channels)
-        np.testing.assert_allclose(got, _reference(model, pixels[:len(modality)], modality), atol=ATOL, rtol=0,
-                                   err_msg=kind)
+        np.testing.assert_allclose(
+            got, _reference(model, pixels[: len(modality)], modality), atol=ATOL, rtol=0, err_msg=kind
+        )

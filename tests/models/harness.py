@@ -27,8 +27,7 @@ def run_config_round_trip_test(layer: keras.layers.Layer) -> keras.layers.Layer:
     return clone
 
 
-def run_keras_file_test(model: keras.Model, outputs: Callable[[keras.Model], Any],
-                        tmp_path) -> keras.Model:
+def run_keras_file_test(model: keras.Model, outputs: Callable[[keras.Model], Any], tmp_path) -> keras.Model:
     """A ``.keras`` save and load keeps the class and configuration and gives equal outputs.
 
     Args:

@@ -269,9 +269,7 @@ def test_fresh_pairs_inside_tf_function():
     assert not np.array_equal(first, second)
 
 
-@pytest.mark.parametrize(
-    "policy,dtype", [("mixed_float16", tf.float16), ("mixed_bfloat16", tf.bfloat16)]
-)
+@pytest.mark.parametrize("policy,dtype", [("mixed_float16", tf.float16), ("mixed_bfloat16", tf.bfloat16)])
 def test_mixed_precision_computes_in_float32(policy, dtype):
     features = tf.cast(tf.constant(_features(seed=7, h=6, w=3, c=8)), dtype)
     pairs = tuple(tf.constant(x) for x in _fixed_pairs())
@@ -283,9 +281,7 @@ def test_mixed_precision_computes_in_float32(policy, dtype):
     for key in ("query", "reconstruction_pos", "reconstruction_neg"):
         assert mixed[key].dtype == tf.float32, key
     np.testing.assert_allclose(mixed_loss.numpy(), _dense_triplet(full).numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(
-        mixed["reconstruction"].numpy(), tf.cast(full["reconstruction"], dtype).numpy()
-    )
+    np.testing.assert_array_equal(mixed["reconstruction"].numpy(), tf.cast(full["reconstruction"], dtype).numpy())
 
 
 def test_get_config_round_trip():
@@ -299,8 +295,13 @@ def test_outputs_are_correspondences_and_reconstructions_not_a_loss():
     pairs = tuple(tf.constant(x) for x in _fixed_pairs())
     out = CrossModalAlignment(P, K)(features, pairs=pairs)
     assert set(out) == {
-        "reconstruction", "query", "reconstruction_pos", "reconstruction_neg", "matching",
-        "comask", "pairs",
+        "reconstruction",
+        "query",
+        "reconstruction_pos",
+        "reconstruction_neg",
+        "matching",
+        "comask",
+        "pairs",
     }
     np.testing.assert_array_equal(out["query"], features)
     np.testing.assert_array_equal(out["reconstruction"], out["reconstruction_pos"])

@@ -48,8 +48,12 @@ def test_matches_torch_batchnorm2d_over_several_training_steps():
     np.testing.assert_allclose(bn.moving_variance.numpy(), tbn.running_var.numpy(), rtol=1e-5)
     tbn.eval()
     x = rng.normal(size=(2, 5, 3, 4)).astype(np.float32)
-    np.testing.assert_allclose(bn(x.transpose(0, 2, 3, 1), training=False).numpy(),
-                               tbn(torch.tensor(x)).detach().numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        bn(x.transpose(0, 2, 3, 1), training=False).numpy(),
+        tbn(torch.tensor(x)).detach().numpy().transpose(0, 2, 3, 1),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_config_round_trip():

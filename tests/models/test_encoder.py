@@ -54,8 +54,7 @@ def test_forward_pair_batch_norm_sees_the_whole_batch():
     # In training mode outputs use batch statistics only, so the moving-average updates of the
     # repeated calls below do not change them.
     out = encoder.forward_pair(visible, infrared, training=True)
-    stems = [encoder.visible_stem(visible, training=True),
-             encoder.infrared_stem(infrared, training=True)]
+    stems = [encoder.visible_stem(visible, training=True), encoder.infrared_stem(infrared, training=True)]
     whole = encoder.body(np.concatenate(stems), training=True)["layer4"]
     halves = np.concatenate([encoder.body(s, training=True)["layer4"] for s in stems])
     _assert_close(out["layer4"], whole)
@@ -69,11 +68,11 @@ def test_mixed_batch_routes_each_image_through_its_stem():
     out = encoder(images, modality, training=False)
     stems = (encoder.visible_stem, encoder.infrared_stem)
     for i, m in enumerate(modality):
-        alone = _stem_path(encoder, images[i:i + 1], stems[m])
-        other = _stem_path(encoder, images[i:i + 1], stems[1 - m])
-        _assert_close(out["layer4"][i:i + 1], alone["layer4"])
-        _assert_close(out["layer3"][i:i + 1], alone["layer3"])
-        assert not np.allclose(out["layer4"][i:i + 1], other["layer4"], rtol=1e-3)
+        alone = _stem_path(encoder, images[i : i + 1], stems[m])
+        other = _stem_path(encoder, images[i : i + 1], stems[1 - m])
+        _assert_close(out["layer4"][i : i + 1], alone["layer4"])
+        _assert_close(out["layer3"][i : i + 1], alone["layer3"])
+        assert not np.allclose(out["layer4"][i : i + 1], other["layer4"], rtol=1e-3)
 
 
 @pytest.mark.parametrize("modality_value", [0, 1])
@@ -107,8 +106,10 @@ def test_empty_batch_gives_empty_features(compiled):
     encoder = _tiny_encoder()
     call = encoder
     if compiled:
-        call = tf.function(lambda x, m: encoder(x, m, training=False),
-                           input_signature=[tf.TensorSpec([None, 32, 16, 3]), tf.TensorSpec([None], tf.int32)])
+        call = tf.function(
+            lambda x, m: encoder(x, m, training=False),
+            input_signature=[tf.TensorSpec([None, 32, 16, 3]), tf.TensorSpec([None], tf.int32)],
+        )
     out = call(np.zeros((0, 32, 16, 3), np.float32), np.zeros((0,), np.int32))
     assert tuple(out["layer3"].shape) == (0, 2, 1, encoder.layer3_channels)
     assert tuple(out["layer4"].shape) == (0, 2, 1, encoder.layer4_channels)
@@ -157,8 +158,7 @@ def test_both_stream_paths_match_torch(depth, width, size):
 
     pair = encoder.forward_pair(visible, infrared, training=False)
     mixed_order = np.array([2, 0, 3, 1])
-    mixed = encoder(np.concatenate([visible, infrared])[mixed_order],
-                    np.array([1, 0, 1, 0], np.int32), training=False)
+    mixed = encoder(np.concatenate([visible, infrared])[mixed_order], np.array([1, 0, 1, 0], np.int32), training=False)
     for name in ("layer3", "layer4"):
         assert relative_error(pair[name], expected[name]) < TOLERANCE
         assert relative_error(mixed[name], expected[name][mixed_order]) < TOLERANCE

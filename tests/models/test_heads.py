@@ -54,8 +54,7 @@ def test_bnneck_normalises_with_batch_statistics_in_training():
     # After one step from (0, 1): 0.9 * 0 + 0.1 * batch mean and, as torch, 0.9 * 1 + 0.1 * the
     # unbiased batch variance.
     np.testing.assert_allclose(neck.batch_norm.moving_mean.numpy(), 0.1 * x.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(neck.batch_norm.moving_variance.numpy(), 0.9 + 0.1 * x.var(0, ddof=1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(neck.batch_norm.moving_variance.numpy(), 0.9 + 0.1 * x.var(0, ddof=1), rtol=1e-5)
 
 
 def test_bnneck_shift_gets_no_gradient_update():
@@ -65,8 +64,7 @@ def test_bnneck_shift_gets_no_gradient_update():
     optimizer = keras.optimizers.SGD(1.0)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(neck(x, training=True) * np.arange(3, dtype=np.float32))
-    optimizer.apply_gradients(zip(tape.gradient(loss, neck.trainable_variables),
-                                  neck.trainable_variables))
+    optimizer.apply_gradients(zip(tape.gradient(loss, neck.trainable_variables), neck.trainable_variables))
     np.testing.assert_array_equal(neck.batch_norm.beta.numpy(), 0.0)
 
 

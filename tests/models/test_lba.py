@@ -17,8 +17,7 @@ P, K, H, W = 3, 2, 48, 24
 
 
 def _model(method="full", **kw):
-    model = LbAModel(num_classes=7, depth=18, width=8, num_identities=P, num_instances=K,
-                     method=method, seed=3, **kw)
+    model = LbAModel(num_classes=7, depth=18, width=8, num_identities=P, num_instances=K, method=method, seed=3, **kw)
     return model.build_for(H, W)
 
 
@@ -36,8 +35,7 @@ def _pairs(seed):
 def test_full_total_is_the_weighted_sum_of_its_parts():
     model = _model(id_consistency_weight=0.7, dense_triplet_weight=0.5)
     out = model.compute_losses(*_batch(), training=True)
-    expected = (out["id"] + out["triplet"] + 0.7 * (out["ic3"] + out["ic4"])
-                + 0.5 * (out["dt3"] + out["dt4"]))
+    expected = out["id"] + out["triplet"] + 0.7 * (out["ic3"] + out["ic4"]) + 0.5 * (out["dt3"] + out["dt4"])
     np.testing.assert_allclose(out["total"].numpy(), expected.numpy(), rtol=1e-6)
     for name in ("id", "triplet", "ic3", "ic4", "dt3", "dt4"):
         assert np.isfinite(out[name].numpy()) and out[name].numpy() > 0, name
@@ -50,7 +48,7 @@ def test_baseline_is_id_plus_triplet_from_the_pooled_feature():
     assert set(out) >= {"id", "triplet", "total"} and "dt3" not in out
     np.testing.assert_allclose(out["total"].numpy(), (out["id"] + out["triplet"]).numpy(), rtol=1e-6)
     # recompute the parts from the model's own layers
-    feats = model.encoder.forward_pair(images[:P * K], images[P * K:], training=False)
+    feats = model.encoder.forward_pair(images[: P * K], images[P * K :], training=False)
     pooled = model.pool(feats["layer4"])
     logits = model.classifier(model.bnneck(pooled, training=False))
     np.testing.assert_allclose(out["id"].numpy(), identity_loss(logits, labels).numpy(), rtol=1e-5)
@@ -74,9 +72,11 @@ def test_ic3_passes_the_layer3_reconstruction_through_layer4():
     images, labels = _batch()
     pairs = {"layer3": _pairs(1), "layer4": _pairs(2)}
     out = model.compute_losses(images, labels, training=False, pairs=pairs)
-    feats = model.encoder.forward_pair(images[:P * K], images[P * K:], training=False)
+    feats = model.encoder.forward_pair(images[: P * K], images[P * K :], training=False)
     recon3 = model.alignment(feats["layer3"], pairs=pairs["layer3"])["reconstruction"]
-    logits3 = model.classifier(model.bnneck(model.pool(model.encoder.body.layer4(recon3, training=False)), training=False))
+    logits3 = model.classifier(
+        model.bnneck(model.pool(model.encoder.body.layer4(recon3, training=False)), training=False)
+    )
     np.testing.assert_allclose(out["ic3"].numpy(), identity_loss(logits3, labels).numpy(), rtol=1e-5)
 
 
@@ -85,11 +85,17 @@ def test_dense_triplet_losses_come_from_the_alignment_outputs():
     images, labels = _batch()
     pairs = {"layer3": _pairs(1), "layer4": _pairs(2)}
     out = model.compute_losses(images, labels, training=False, pairs=pairs)
-    feats = model.encoder.forward_pair(images[:P * K], images[P * K:], training=False)
+    feats = model.encoder.forward_pair(images[: P * K], images[P * K :], training=False)
     for layer, name in (("layer3", "dt3"), ("layer4", "dt4")):
         aligned = model.alignment(feats[layer], pairs=pairs[layer])
-        expected = dense_triplet_loss(feats[layer], aligned["reconstruction_pos"], aligned["reconstruction_neg"],
-                                      aligned["comask"], margin=0.2, reduction="paper")
+        expected = dense_triplet_loss(
+            feats[layer],
+            aligned["reconstruction_pos"],
+            aligned["reconstruction_neg"],
+            aligned["comask"],
+            margin=0.2,
+            reduction="paper",
+        )
         np.testing.assert_allclose(out[name].numpy(), expected.numpy(), rtol=1e-5)
 
 
@@ -109,7 +115,12 @@ def test_compute_losses_is_the_loss_terms_of_the_training_outputs():
     np.testing.assert_array_equal(out["matching"], outputs["alignment"]["layer4"]["matching"])
     baseline = _model("baseline")
     assert set(baseline.compute_losses(images, labels, training=False)) == {
-        "id", "triplet", "total", "logits", "pooled"}
+        "id",
+        "triplet",
+        "total",
+        "logits",
+        "pooled",
+    }
 
 
 def test_every_trainable_variable_gets_a_finite_nonzero_gradient_in_full_mode():
@@ -164,9 +175,21 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
 
 
 def test_config_round_trip_keeps_the_loss_settings():
-    model = LbAModel(num_classes=7, depth=18, width=8, num_identities=P, num_instances=K, temperature=20.0,
-                     dt_reduction="paper", triplet_margin=0.4, dense_triplet_margin=0.5,
-                     dense_triplet_weight=0.25, id_consistency_weight=2.0, jit_compile_alignment=False, seed=5)
+    model = LbAModel(
+        num_classes=7,
+        depth=18,
+        width=8,
+        num_identities=P,
+        num_instances=K,
+        temperature=20.0,
+        dt_reduction="paper",
+        triplet_margin=0.4,
+        dense_triplet_margin=0.5,
+        dense_triplet_weight=0.25,
+        id_consistency_weight=2.0,
+        jit_compile_alignment=False,
+        seed=5,
+    )
     clone = run_config_round_trip_test(model)
     assert (clone.dt_reduction, clone.dense_triplet_margin, clone.triplet_margin) == ("paper", 0.5, 0.4)
     assert (clone.dense_triplet_weight, clone.id_consistency_weight) == (0.25, 2.0)
@@ -174,8 +197,10 @@ def test_config_round_trip_keeps_the_loss_settings():
 
 
 def test_build_model_follows_the_config():
-    cfg = load_config(None, ["model.method=baseline", "model.depth=34", "model.width=8",
-                             "data.image_height=32", "data.image_width=16"])
+    cfg = load_config(
+        None,
+        ["model.method=baseline", "model.depth=34", "model.width=8", "data.image_height=32", "data.image_width=16"],
+    )
     model = build_model(cfg, num_classes=5)
     assert model.method == "baseline" and model.alignment is None
     assert model.depth == 34

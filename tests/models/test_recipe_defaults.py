@@ -62,8 +62,10 @@ def _setting(recipe, key):
 
 
 @pytest.mark.parametrize(
-    "key,target,argument", RECIPE_DEFAULTS,
-    ids=[f"{key}->{target.__name__}.{argument}" for key, target, argument in RECIPE_DEFAULTS])
+    "key,target,argument",
+    RECIPE_DEFAULTS,
+    ids=[f"{key}->{target.__name__}.{argument}" for key, target, argument in RECIPE_DEFAULTS],
+)
 def test_default_is_the_recipe_value(key, target, argument):
     default = inspect.signature(target).parameters[argument].default
     assert default == _setting(_recipe(), key)

@@ -36,10 +36,16 @@ def _images(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("depth, width, expected", [
-    (50, 64, (1024, 2048)), (34, 64, (256, 512)), (18, 64, (256, 512)),
-    (50, 16, (256, 512)), (18, 16, (64, 128)),
-])
+@pytest.mark.parametrize(
+    "depth, width, expected",
+    [
+        (50, 64, (1024, 2048)),
+        (34, 64, (256, 512)),
+        (18, 64, (256, 512)),
+        (50, 16, (256, 512)),
+        (18, 16, (64, 128)),
+    ],
+)
 def test_feature_channels_follow_torchvision(depth, width, expected):
     assert feature_channels(depth, width) == expected
 
@@ -64,9 +70,13 @@ def test_body_resolution_and_last_stride(last_stride, layer4_size):
     assert tuple(out["layer4"].shape) == (2, *layer4_size, 64)
 
 
-@pytest.mark.parametrize("depth, first_block_projects", [
-    (18, (False, True, True, True)), (50, (True, True, True, True)),
-])
+@pytest.mark.parametrize(
+    "depth, first_block_projects",
+    [
+        (18, (False, True, True, True)),
+        (50, (True, True, True, True)),
+    ],
+)
 def test_projection_shortcut_only_in_first_block_where_shape_changes(depth, first_block_projects):
     body = ResNetBody(depth=depth, width=8)
     stages = (body.layer1, body.layer2, body.layer3, body.layer4)
@@ -88,13 +98,16 @@ def test_body_config_round_trip():
     assert [w.shape for w in clone.weights] == [w.shape for w in body.weights]
 
 
-@pytest.mark.parametrize("depth, width, last_stride, size", [
-    (18, 16, 1, (70, 35)),
-    (34, 8, 1, (64, 32)),
-    (50, 16, 1, (64, 32)),
-    (50, 16, 1, (70, 35)),
-    (18, 8, 2, (70, 35)),
-])
+@pytest.mark.parametrize(
+    "depth, width, last_stride, size",
+    [
+        (18, 16, 1, (70, 35)),
+        (34, 8, 1, (64, 32)),
+        (50, 16, 1, (64, 32)),
+        (50, 16, 1, (70, 35)),
+        (18, 8, 2, (70, 35)),
+    ],
+)
 def test_inference_matches_torch(depth, width, last_stride, size):
     import torch
 
@@ -128,9 +141,13 @@ def test_training_mode_batch_norm_matches_torch():
     # Moving statistics follow torch's running ones (momentum 0.1 in torch terms, unbiased
     # variance): 0.9 x the imported value plus 0.1 x the batch statistic, whose float32 error
     # is that of the activations.
-    pairs = [(encoder.body.layer1.blocks[0].bn1, reference.layer1[0].bn1),
-             (encoder.body.layer4.blocks[2].bn3, reference.layer4[2].bn3)]
+    pairs = [
+        (encoder.body.layer1.blocks[0].bn1, reference.layer1[0].bn1),
+        (encoder.body.layer4.blocks[2].bn3, reference.layer4[2].bn3),
+    ]
     for keras_bn, torch_bn in pairs:
-        for keras_statistic, torch_statistic in ((keras_bn.moving_mean, torch_bn.running_mean),
-                                                 (keras_bn.moving_variance, torch_bn.running_var)):
+        for keras_statistic, torch_statistic in (
+            (keras_bn.moving_mean, torch_bn.running_mean),
+            (keras_bn.moving_variance, torch_bn.running_var),
+        ):
             assert relative_error(keras_statistic.numpy(), torch_statistic.numpy()) < TOLERANCE

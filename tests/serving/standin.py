@@ -29,8 +29,9 @@ class StandInEncoder(keras.Model):
         init = keras.initializers.GlorotUniform
 
         def conv(filters, strides, index):
-            return layers.Conv2D(filters, 3, strides=strides, padding="same", activation="relu",
-                                 kernel_initializer=init(seed + index))
+            return layers.Conv2D(
+                filters, 3, strides=strides, padding="same", activation="relu", kernel_initializer=init(seed + index)
+            )
 
         self.visible_stem = conv(channels, 2, 0)
         self.infrared_stem = conv(channels, 2, 1)

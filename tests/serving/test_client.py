@@ -61,8 +61,9 @@ def test_embed_images_sends_bytes_and_pixels_in_batches(grpc_stub, standin_model
 def test_per_image_modalities_use_serving_default(grpc_stub, standin_model):
     pixels = np.random.default_rng(3).integers(0, 256, (3, 32, 16, 3), np.uint8)
     got = client.embed_images(grpc_stub, "lba", images=pixels, modality=["infrared", "visible", 1])
-    want = reference_embeddings(standin_model, "serving_default",
-                                {"images": pixels, "modality": np.array([1, 0, 1], np.int32)}, IMAGE_SIZE)
+    want = reference_embeddings(
+        standin_model, "serving_default", {"images": pixels, "modality": np.array([1, 0, 1], np.int32)}, IMAGE_SIZE
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(ValueError, match="modality"):
         client.embed_images(grpc_stub, "lba", images=pixels, modality="thermal")
@@ -92,10 +93,26 @@ def test_search_command_prints_ranked_lists_and_draws_them(server, standin_model
     gallery = _write_images(tmp_path / "ir", 6, seed=5)
     queries = _write_images(tmp_path / "rgb", 2, seed=6)
     out = tmp_path / "ranked.png"
-    client.main(["search", "--server", f"127.0.0.1:{server.port}", "--gallery", str(tmp_path / "ir"),
-                 "--gallery-modality", "infrared", "--query", *queries, "--top-k", "3", "--out", str(out)])
-    indices, scores = client.rank_gallery(_reference(standin_model, queries, "visible"),
-                                          _reference(standin_model, gallery, "infrared"), 3)
+    client.main(
+        [
+            "search",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--gallery",
+            str(tmp_path / "ir"),
+            "--gallery-modality",
+            "infrared",
+            "--query",
+            *queries,
+            "--top-k",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    indices, scores = client.rank_gallery(
+        _reference(standin_model, queries, "visible"), _reference(standin_model, gallery, "infrared"), 3
+    )
     lines = capsys.readouterr().out.splitlines()
     printed = [line.split() for line in lines if line.startswith("  ")]
     assert [p[2] for p in printed] == [gallery[i] for i in indices.ravel()]
@@ -108,8 +125,7 @@ def test_search_command_prints_ranked_lists_and_draws_them(server, standin_model
 def test_embed_command_writes_npy(server, standin_model, tmp_path, capsys):
     paths = _write_images(tmp_path, 3, seed=7)
     out = tmp_path / "emb.npy"
-    client.main(["embed", "--server", f"127.0.0.1:{server.port}", "--modality", "visible", *paths,
-                 "--out", str(out)])
+    client.main(["embed", "--server", f"127.0.0.1:{server.port}", "--modality", "visible", *paths, "--out", str(out)])
     np.testing.assert_allclose(np.load(out), _reference(standin_model, paths, "visible"), atol=1e-5)
     assert "3 embeddings of size 8" in capsys.readouterr().out
 

@@ -42,24 +42,35 @@ def _refusal(method, request):
 def test_predict_answers_with_the_servable_outputs(core, servable):
     response = core.predict(_predict_request(output_filter=["embedding"], version=1))
     assert (response.model_spec.name, response.model_spec.version.value, response.model_spec.signature_name) == (
-        "lba", 1, "embed_visible")
-    np.testing.assert_allclose(tf.make_ndarray(response.outputs["embedding"]),
-                               servable.run("embed_visible", {"images": PIXELS})["embedding"], atol=1e-6)
+        "lba",
+        1,
+        "embed_visible",
+    )
+    np.testing.assert_allclose(
+        tf.make_ndarray(response.outputs["embedding"]),
+        servable.run("embed_visible", {"images": PIXELS})["embedding"],
+        atol=1e-6,
+    )
 
 
 def test_predict_refuses_an_unknown_output_or_a_version_label(core):
     assert _refusal(core.predict, _predict_request(output_filter=["logits"])) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "output tensor alias not found in signature: logits Outputs expected to be in the set {embedding}.")
+        "output tensor alias not found in signature: logits Outputs expected to be in the set {embedding}.",
+    )
     assert _refusal(core.predict, _predict_request(label="stable")) == (
-        grpc.StatusCode.NOT_FOUND, "Unrecognized servable version label: stable")
+        grpc.StatusCode.NOT_FOUND,
+        "Unrecognized servable version label: stable",
+    )
 
 
 def test_metadata_takes_only_signature_def(core):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def", "labels"])
     request.model_spec.name = "lba"
-    assert _refusal(core.metadata, request) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                                "Metadata field labels is not supported")
+    assert _refusal(core.metadata, request) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Metadata field labels is not supported",
+    )
 
 
 def test_status_of_every_version_or_one(core):

@@ -18,11 +18,14 @@ def test_invalid_argument_is_a_serving_error_with_that_code():
     assert (err.code, err.message) == (grpc.StatusCode.INVALID_ARGUMENT, "bad shape")
 
 
-@pytest.mark.parametrize("tf_error, code", [
-    (tf.errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
-    (tf.errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (tf.errors.UnimplementedError, grpc.StatusCode.UNIMPLEMENTED),
-])
+@pytest.mark.parametrize(
+    "tf_error, code",
+    [
+        (tf.errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+        (tf.errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (tf.errors.UnimplementedError, grpc.StatusCode.UNIMPLEMENTED),
+    ],
+)
 def test_tensorflow_error_keeps_its_code_and_message(tf_error, code):
     err = from_op_error(tf_error(None, None, "decode failed"))
     assert (err.code, err.message) == (code, "decode failed")

@@ -40,8 +40,11 @@ class _Core:
         return _reply("status", request)
 
 
-CALLS = {"Predict": (PredictionServicer, "predict"), "GetModelMetadata": (PredictionServicer, "metadata"),
-         "GetModelStatus": (ModelServicer, "status")}
+CALLS = {
+    "Predict": (PredictionServicer, "predict"),
+    "GetModelMetadata": (PredictionServicer, "metadata"),
+    "GetModelStatus": (ModelServicer, "status"),
+}
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))

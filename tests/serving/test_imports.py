@@ -13,8 +13,14 @@ import pytest
 LIGHT = ["lba_tf.serving.server", "lba_tf.serving.batching", "lba_tf.serving.errors"]
 """Modules that import without TensorFlow: the command line's ``--help`` and the allocator come first."""
 
-HEAVY = ["lba_tf.serving.inputs", "lba_tf.serving.servable", "lba_tf.serving.versions", "lba_tf.serving.core",
-         "lba_tf.serving.grpc_api", "lba_tf.serving.rest_api"]
+HEAVY = [
+    "lba_tf.serving.inputs",
+    "lba_tf.serving.servable",
+    "lba_tf.serving.versions",
+    "lba_tf.serving.core",
+    "lba_tf.serving.grpc_api",
+    "lba_tf.serving.rest_api",
+]
 
 _PROBE = """
 import importlib, json, logging, os, signal, sys, threading
@@ -38,8 +44,9 @@ print(json.dumps({"before": before, "after": state(), "tensorflow": "tensorflow"
 def _import_in_fresh_interpreter(modules):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     # the module names double as command-line arguments: a module parsing sys.argv at import would fail
-    result = subprocess.run([sys.executable, "-c", _PROBE, *modules], capture_output=True, text=True, env=env,
-                            timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, *modules], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
     return json.loads(result.stdout.splitlines()[-1])
 
 

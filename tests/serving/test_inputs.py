@@ -32,17 +32,24 @@ def _malformed():
 
 
 BAD_TENSORS = {
-    "unknown name": (_protos(images=IMAGES, modality=MODALITY, extra=MODALITY),
-                     "input tensor alias not found in signature: extra. "
-                     "Inputs expected to be in the set {images,modality}."),
+    "unknown name": (
+        _protos(images=IMAGES, modality=MODALITY, extra=MODALITY),
+        "input tensor alias not found in signature: extra. Inputs expected to be in the set {images,modality}.",
+    ),
     "missing name": (_protos(images=IMAGES), "Missing but required: {modality}."),
-    "wrong dtype": (_protos(images=IMAGES.astype(np.float32), modality=MODALITY),
-                    "Expects arg[images] to be uint8 but float is provided"),
-    "wrong shape": (_protos(images=IMAGES[..., :2], modality=MODALITY),
-                    "input images has shape [2, 4, 3, 2], the signature takes [-1, -1, -1, 3]"),
+    "wrong dtype": (
+        _protos(images=IMAGES.astype(np.float32), modality=MODALITY),
+        "Expects arg[images] to be uint8 but float is provided",
+    ),
+    "wrong shape": (
+        _protos(images=IMAGES[..., :2], modality=MODALITY),
+        "input images has shape [2, 4, 3, 2], the signature takes [-1, -1, -1, 3]",
+    ),
     "malformed": (_malformed(), "input modality: malformed tensor"),
-    "unequal batch sizes": (_protos(images=IMAGES, modality=MODALITY[:1]),
-                            "inputs have different batch sizes: {'images': 2, 'modality': 1}"),
+    "unequal batch sizes": (
+        _protos(images=IMAGES, modality=MODALITY[:1]),
+        "inputs have different batch sizes: {'images': 2, 'modality': 1}",
+    ),
 }
 
 

@@ -44,16 +44,23 @@ def upstream():
     """Message classes of the TF Serving protos the pip package lacks, by name."""
     pool = descriptor_pool.DescriptorPool()
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
-    file = descriptor_pb2.FileDescriptorProto(name="tf_serving_configs.proto", package="tensorflow.serving",
-                                              syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tf_serving_configs.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     for message, fields in UPSTREAM_MESSAGES.items():
         proto = file.message_type.add(name=message)
         for name, number, kind, label, type_name in fields:
-            proto.field.add(name=name, number=number, type=kind, label=label, **({"type_name": type_name}
-                                                                                  if type_name else {}))
+            proto.field.add(
+                name=name, number=number, type=kind, label=label, **({"type_name": type_name} if type_name else {})
+            )
     pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-            for name in UPSTREAM_MESSAGES}
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+        for name in UPSTREAM_MESSAGES
+    }
 
 
 def _parse(path, message):
@@ -97,9 +104,11 @@ def test_compose_starts_tf_serving_on_the_exports_with_the_configs():
     assert "/models" in mounts
     flags = dict(flag.split("=", 1) for flag in service["command"])
     assert flags["--enable_batching"] == "true"
-    for flag, file in (("--model_config_file", "models.config"),
-                       ("--batching_parameters_file", "batching_parameters.txt"),
-                       ("--monitoring_config_file", "monitoring.config")):
+    for flag, file in (
+        ("--model_config_file", "models.config"),
+        ("--batching_parameters_file", "batching_parameters.txt"),
+        ("--monitoring_config_file", "monitoring.config"),
+    ):
         # each flag names a file mounted from serving/
         assert mounts[flags[flag]] == f"./{file}"
         assert (SERVING / file).is_file()

@@ -23,12 +23,17 @@ def _inputs(request):
 
 def test_row_format_objects_become_columns():
     images = np.zeros((2, 2, 1, 3), np.uint8)
-    body = {"signature_name": "serving_default",
-            "instances": [{"images": images[0].tolist(), "modality": 0}, {"images": images[1].tolist(), "modality": 1}]}
+    body = {
+        "signature_name": "serving_default",
+        "instances": [{"images": images[0].tolist(), "modality": 0}, {"images": images[1].tolist(), "modality": 1}],
+    }
     request, row_format = rest_predict_request(body, "lba", 3, DEFAULT_SPECS)
     assert row_format
     assert (request.model_spec.name, request.model_spec.version.value, request.model_spec.signature_name) == (
-        "lba", 3, "serving_default")
+        "lba",
+        3,
+        "serving_default",
+    )
     arrays = _inputs(request)
     assert arrays["images"].dtype == np.uint8 and arrays["images"].shape == (2, 2, 1, 3)
     assert arrays["modality"].dtype == np.int32 and arrays["modality"].tolist() == [0, 1]
@@ -42,11 +47,13 @@ def test_row_format_values_and_b64_go_to_the_one_input():
 
 
 def test_columnar_format_by_name_or_bare():
-    request, row_format = rest_predict_request({"inputs": {"modality": [1, 0], "images": [[[[1, 2, 3]]]] * 2}},
-                                               "lba", None, DEFAULT_SPECS)
+    request, row_format = rest_predict_request(
+        {"inputs": {"modality": [1, 0], "images": [[[[1, 2, 3]]]] * 2}}, "lba", None, DEFAULT_SPECS
+    )
     assert not row_format and _inputs(request)["modality"].tolist() == [1, 0]
-    request, _ = rest_predict_request({"inputs": [{"b64": base64.b64encode(b"abc").decode()}]}, "lba", None,
-                                      BYTES_SPECS)
+    request, _ = rest_predict_request(
+        {"inputs": [{"b64": base64.b64encode(b"abc").decode()}]}, "lba", None, BYTES_SPECS
+    )
     assert _inputs(request)["image_bytes"].tolist() == [b"abc"]
 
 
@@ -112,15 +119,18 @@ def _call(server, method, path, body=b""):
         connection.close()
 
 
-@pytest.mark.parametrize("method, path, body, status, message", [
-    ("GET", "/v2/models/lba", b"", 404, "Malformed request: GET /v2/models/lba"),
-    ("GET", "/v1/models/lba:predict", b"", 404, "Malformed request: GET /v1/models/lba:predict"),
-    ("POST", "/v1/models/lba/metadata", b"{}", 404, "Malformed request: POST /v1/models/lba/metadata"),
-    ("POST", "/v1/models/lba:predict", b"x" * 65, 400, "request body of 65 bytes exceeds 64"),
-    ("POST", "/v1/models/lba:predict", b"{not json", 400, "JSON Parse error"),
-    ("POST", "/v1/models/lba:predict", b"[1, 2]", 400, "JSON Value is not an object"),
-    ("GET", "/v1/models/lba", b"", 500, "RuntimeError: boom"),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status, message",
+    [
+        ("GET", "/v2/models/lba", b"", 404, "Malformed request: GET /v2/models/lba"),
+        ("GET", "/v1/models/lba:predict", b"", 404, "Malformed request: GET /v1/models/lba:predict"),
+        ("POST", "/v1/models/lba/metadata", b"{}", 404, "Malformed request: POST /v1/models/lba/metadata"),
+        ("POST", "/v1/models/lba:predict", b"x" * 65, 400, "request body of 65 bytes exceeds 64"),
+        ("POST", "/v1/models/lba:predict", b"{not json", 400, "JSON Parse error"),
+        ("POST", "/v1/models/lba:predict", b"[1, 2]", 400, "JSON Value is not an object"),
+        ("GET", "/v1/models/lba", b"", 500, "RuntimeError: boom"),
+    ],
+)
 def test_routes_and_bodies_refused_with_http_status(rest_server, method, path, body, status, message):
     got_status, got_body = _call(rest_server, method, path, body)
     assert got_status == status and list(got_body) == ["error"]

@@ -37,8 +37,9 @@ def test_run_equals_the_in_process_model(servable, standin_model, signature):
     inputs = sample_inputs(signature, PIXELS, MODALITY)
     outputs = servable.run(signature, inputs)
     assert list(outputs) == ["embedding"]
-    np.testing.assert_allclose(outputs["embedding"], reference_embeddings(standin_model, signature, inputs,
-                                                                          IMAGE_SIZE), atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["embedding"], reference_embeddings(standin_model, signature, inputs, IMAGE_SIZE), atol=1e-5
+    )
 
 
 def test_runtime_error_keeps_its_status(servable):

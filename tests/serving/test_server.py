@@ -17,8 +17,12 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from lba_tf.export.saved_model import SIGNATURE_NAMES, export_saved_model, reference_embeddings, sample_inputs
 from lba_tf.serving import server as server_module
@@ -64,8 +68,9 @@ def test_every_signature_equals_the_in_process_model(stub, standin_model, signat
 def test_empty_signature_name_means_serving_default(stub, standin_model):
     inputs = sample_inputs("serving_default", PIXELS, MODALITY)
     got, spec = _embed(stub, "", inputs)
-    np.testing.assert_allclose(got, reference_embeddings(standin_model, "serving_default", inputs, IMAGE_SIZE),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        got, reference_embeddings(standin_model, "serving_default", inputs, IMAGE_SIZE), atol=1e-5
+    )
     assert spec.signature_name == "serving_default"
 
 
@@ -88,9 +93,13 @@ def test_metadata_lists_signatures_with_inputs_and_outputs(stub):
     defs = signatures.signature_def
     assert set(SIGNATURE_NAMES) <= set(defs)
     uint8, int32, string, float32 = (d.as_datatype_enum for d in (tf.uint8, tf.int32, tf.string, tf.float32))
-    want_inputs = {"serving_default": {"images": uint8, "modality": int32}, "embed_visible": {"images": uint8},
-                   "embed_infrared": {"images": uint8}, "embed_visible_bytes": {"image_bytes": string},
-                   "embed_infrared_bytes": {"image_bytes": string}}
+    want_inputs = {
+        "serving_default": {"images": uint8, "modality": int32},
+        "embed_visible": {"images": uint8},
+        "embed_infrared": {"images": uint8},
+        "embed_visible_bytes": {"image_bytes": string},
+        "embed_infrared_bytes": {"image_bytes": string},
+    }
     for name, inputs in want_inputs.items():
         assert {k: v.dtype for k, v in defs[name].inputs.items()} == inputs
         output = defs[name].outputs["embedding"]
@@ -103,32 +112,66 @@ def test_status_reports_the_version_available(model_stub):
     request.model_spec.name = "lba"
     statuses = model_stub.GetModelStatus(request, timeout=30).model_version_status
     assert [(s.version, s.state, s.status.error_code) for s in statuses] == [
-        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)]
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)
+    ]
 
 
 BAD_REQUESTS = {
-    "unknown signature": (grpc.StatusCode.INVALID_ARGUMENT, "not found in signature def",
-                          _request("embed_thermal", {"images": PIXELS})),
-    "wrong input name": (grpc.StatusCode.INVALID_ARGUMENT, "input tensor alias not found",
-                         _request("embed_visible", {"image": PIXELS})),
-    "missing input": (grpc.StatusCode.INVALID_ARGUMENT, "Missing but required: {modality}",
-                      _request("serving_default", {"images": PIXELS})),
-    "wrong dtype": (grpc.StatusCode.INVALID_ARGUMENT, "to be uint8 but float is provided",
-                    _request("embed_visible", {"images": PIXELS.astype(np.float32)})),
-    "wrong rank": (grpc.StatusCode.INVALID_ARGUMENT, "has shape [41, 19, 3]",
-                   _request("embed_visible", {"images": PIXELS[0]})),
-    "four channels": (grpc.StatusCode.INVALID_ARGUMENT, "has shape [3, 41, 19, 4]",
-                      _request("embed_visible", {"images": np.concatenate([PIXELS, PIXELS[..., :1]], -1)})),
-    "unequal batch sizes": (grpc.StatusCode.INVALID_ARGUMENT, "different batch sizes",
-                            _request("serving_default", {"images": PIXELS, "modality": MODALITY[:2]})),
-    "modality 2": (grpc.StatusCode.INVALID_ARGUMENT, "modality must be 0",
-                   _request("serving_default", {"images": PIXELS, "modality": np.array([0, 2, 1], np.int32)})),
-    "undecodable bytes": (grpc.StatusCode.INVALID_ARGUMENT, "",
-                          _request("embed_infrared_bytes", {"image_bytes": np.array([b"not an image"], object)})),
-    "unknown model": (grpc.StatusCode.NOT_FOUND, "Latest(resnet)", _request("embed_visible", {"images": PIXELS},
-                                                                          model="resnet")),
-    "unknown version": (grpc.StatusCode.NOT_FOUND, "Specific(lba, 9)",
-                        _request("embed_visible", {"images": PIXELS}, version=9)),
+    "unknown signature": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not found in signature def",
+        _request("embed_thermal", {"images": PIXELS}),
+    ),
+    "wrong input name": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input tensor alias not found",
+        _request("embed_visible", {"image": PIXELS}),
+    ),
+    "missing input": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Missing but required: {modality}",
+        _request("serving_default", {"images": PIXELS}),
+    ),
+    "wrong dtype": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "to be uint8 but float is provided",
+        _request("embed_visible", {"images": PIXELS.astype(np.float32)}),
+    ),
+    "wrong rank": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "has shape [41, 19, 3]",
+        _request("embed_visible", {"images": PIXELS[0]}),
+    ),
+    "four channels": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "has shape [3, 41, 19, 4]",
+        _request("embed_visible", {"images": np.concatenate([PIXELS, PIXELS[..., :1]], -1)}),
+    ),
+    "unequal batch sizes": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "different batch sizes",
+        _request("serving_default", {"images": PIXELS, "modality": MODALITY[:2]}),
+    ),
+    "modality 2": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "modality must be 0",
+        _request("serving_default", {"images": PIXELS, "modality": np.array([0, 2, 1], np.int32)}),
+    ),
+    "undecodable bytes": (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "",
+        _request("embed_infrared_bytes", {"image_bytes": np.array([b"not an image"], object)}),
+    ),
+    "unknown model": (
+        grpc.StatusCode.NOT_FOUND,
+        "Latest(resnet)",
+        _request("embed_visible", {"images": PIXELS}, model="resnet"),
+    ),
+    "unknown version": (
+        grpc.StatusCode.NOT_FOUND,
+        "Specific(lba, 9)",
+        _request("embed_visible", {"images": PIXELS}, version=9),
+    ),
 }
 
 
@@ -225,8 +268,9 @@ def test_versions_appearing_while_running_are_served(tmp_path, standin_model, ex
             latest, spec = _embed(stub, "embed_visible", {"images": PIXELS})
             pinned, _ = _embed(stub, "embed_visible", {"images": PIXELS}, version=1)
             assert spec.version.value == 2
-            np.testing.assert_allclose(latest, reference_embeddings(other, "embed_visible", {"images": PIXELS},
-                                                                    IMAGE_SIZE), atol=1e-5)
+            np.testing.assert_allclose(
+                latest, reference_embeddings(other, "embed_visible", {"images": PIXELS}, IMAGE_SIZE), atol=1e-5
+            )
             np.testing.assert_allclose(pinned, first, atol=1e-6)  # the previous version stays loaded
             assert np.abs(latest - first).max() > 1e-2
 
@@ -241,8 +285,9 @@ def test_versions_appearing_while_running_are_served(tmp_path, standin_model, ex
 
 def _rest(server, path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=data,
-                                     method="GET" if body is None else "POST")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.rest_port}{path}", data=data, method="GET" if body is None else "POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -256,9 +301,11 @@ def test_rest_predict_row_and_columnar_formats(server, stub):
     status, body = _rest(server, "/v1/models/lba:predict", {"instances": rows})
     assert status == 200
     np.testing.assert_allclose(body["predictions"], grpc_out, atol=1e-6)
-    status, body = _rest(server, "/v1/models/lba/versions/1:predict",
-                         {"signature_name": "serving_default",
-                          "inputs": {"images": PIXELS.tolist(), "modality": MODALITY.tolist()}})
+    status, body = _rest(
+        server,
+        "/v1/models/lba/versions/1:predict",
+        {"signature_name": "serving_default", "inputs": {"images": PIXELS.tolist(), "modality": MODALITY.tolist()}},
+    )
     assert status == 200
     np.testing.assert_allclose(body["outputs"], grpc_out, atol=1e-6)
 
@@ -266,14 +313,17 @@ def test_rest_predict_row_and_columnar_formats(server, stub):
 def test_rest_bytes_status_and_errors(server, stub):
     data = sample_inputs("embed_visible_bytes", PIXELS[:2], MODALITY[:2])["image_bytes"]
     grpc_out, _ = _embed(stub, "embed_visible_bytes", {"image_bytes": data})
-    status, body = _rest(server, "/v1/models/lba:predict",
-                         {"signature_name": "embed_visible_bytes",
-                          "instances": [{"b64": base64.b64encode(d).decode()} for d in data]})
+    status, body = _rest(
+        server,
+        "/v1/models/lba:predict",
+        {"signature_name": "embed_visible_bytes", "instances": [{"b64": base64.b64encode(d).decode()} for d in data]},
+    )
     assert status == 200
     np.testing.assert_allclose(body["predictions"], grpc_out, atol=1e-6)
     status, body = _rest(server, "/v1/models/lba")
     assert status == 200 and body["model_version_status"] == [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
     status, body = _rest(server, "/v1/models/lba/metadata")
     assert status == 200 and set(SIGNATURE_NAMES) <= set(body["metadata"]["signature_def"]["signature_def"])
     status, body = _rest(server, "/v1/models/lba:predict", {"signature_name": "embed_visible", "instances": [[1, 2]]})
@@ -285,8 +335,12 @@ def test_rest_bytes_status_and_errors(server, stub):
 @pytest.mark.slow
 def test_command_line_server_stops_cleanly_on_sigterm(export_base):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    process = subprocess.Popen([sys.executable, "-m", "lba_tf.serving.server", "--model-base-path",
-                                str(export_base / "lba"), "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lba_tf.serving.server", "--model-base-path", str(export_base / "lba"), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         for line in process.stderr:
             if "gRPC on 127.0.0.1:" in line:
@@ -322,8 +376,9 @@ def test_binds_localhost_and_caps_message_size(export_base):
         if address is not None:  # the port is closed on the machine's other interfaces
             with pytest.raises(OSError):
                 socket.create_connection((address, handle.port), timeout=2).close()
-        with grpc.insecure_channel(f"localhost:{handle.port}",
-                                   options=[("grpc.max_send_message_length", 8 << 20)]) as channel:
+        with grpc.insecure_channel(
+            f"localhost:{handle.port}", options=[("grpc.max_send_message_length", 8 << 20)]
+        ) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             big = np.zeros((16, 256, 128, 3), np.uint8)  # 16 x 96 KiB = 1.5 MiB > 1 MiB
             with pytest.raises(grpc.RpcError) as info:

@@ -26,8 +26,9 @@ def test_torchvision_resnet_becomes_the_pretrained_encoder(tmp_path):
     expected = reference.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
     for stem in (model.encoder.visible_stem, model.encoder.infrared_stem):
         np.testing.assert_array_equal(stem.conv1.kernel.numpy(), expected)
-    np.testing.assert_array_equal(model.encoder.body.layer4.blocks[1].bn2.moving_variance.numpy(),
-                                  reference.layer4[1].bn2.running_var.numpy())
+    np.testing.assert_array_equal(
+        model.encoder.body.layer4.blocks[1].bn2.moving_variance.numpy(), reference.layer4[1].bn2.running_var.numpy()
+    )
 
 
 def test_lba_checkpoint_becomes_the_whole_model(tmp_path):
@@ -51,8 +52,7 @@ def test_without_a_config_the_model_is_the_checkpoints(tmp_path):
     assert main([str(src), str(dst)]) == 0
     model = build_model(load_config(CONFIG_DIR / "base.yaml", ["model.depth=34", "model.width=4"]), num_classes=4)
     model.load_weights(dst)
-    np.testing.assert_array_equal(model.classifier.kernel.numpy(),
-                                  reference.classifier.weight.detach().numpy().T)
+    np.testing.assert_array_equal(model.classifier.kernel.numpy(), reference.classifier.weight.detach().numpy().T)
 
 
 @pytest.mark.parametrize("depth, width", [(18, 8), (34, 4), (50, 4)])
@@ -70,8 +70,10 @@ def test_a_contradicting_config_is_one_line_not_a_tensor_list(tmp_path, capsys):
     torch.save({"net": LbAReference(num_classes=3, depth=50, width=8).state_dict()}, src)
     assert main([str(src), str(tmp_path / "o.weights.h5"), "--config", str(CONFIG_DIR / "synthetic.yaml")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {src} is a ResNet-50 of width 8, the config says model.depth=18, model.width=16: "
-                   "leave out --config to take the checkpoint's, or --set model.depth=50 --set model.width=8"]
+    assert err == [
+        f"error: {src} is a ResNet-50 of width 8, the config says model.depth=18, model.width=16: "
+        "leave out --config to take the checkpoint's, or --set model.depth=50 --set model.width=8"
+    ]
 
 
 def test_without_torch_the_error_names_the_install(tmp_path, monkeypatch):

@@ -53,8 +53,7 @@ def lba_target():
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_load_unwraps_net_and_strips_data_parallel_prefix(tmp_path, reference, prefix):
     state = reference.state_dict()
-    checkpoint = {"net": {prefix + key: value for key, value in state.items()},
-                  "epoch": 80, "mAP": 0.55}
+    checkpoint = {"net": {prefix + key: value for key, value in state.items()}, "epoch": 80, "mAP": 0.55}
     loaded = load_torch_checkpoint(_save(tmp_path, checkpoint))
     assert list(loaded) == list(state)
     for key, value in state.items():
@@ -84,9 +83,13 @@ class _Numpy1PickleModule:
 def test_load_reads_a_checkpoint_as_the_training_script_saves_it(tmp_path, reference, prefix, numpy_names):
     # the LbA training script's torch.save: the state dict, the CMC curve as a numpy array, mAP
     # and mINP as numpy float64 scalars, the epoch; DataParallel training prefixes "module."
-    checkpoint = {"net": {prefix + key: value for key, value in reference.state_dict().items()},
-                  "cmc": np.linspace(0.5, 1.0, 20).astype(np.float32), "mAP": np.float64(0.5522),
-                  "mINP": np.float64(0.4188), "epoch": 80}
+    checkpoint = {
+        "net": {prefix + key: value for key, value in reference.state_dict().items()},
+        "cmc": np.linspace(0.5, 1.0, 20).astype(np.float32),
+        "mAP": np.float64(0.5522),
+        "mINP": np.float64(0.4188),
+        "epoch": 80,
+    }
     path = tmp_path / "ep_80.t"
     pickle_module = _Numpy1PickleModule if numpy_names == "numpy 1" else pickle
     torch.save(checkpoint, path, pickle_module=pickle_module)
@@ -139,8 +142,9 @@ def test_torchvision_weights_go_into_both_stems_and_the_body():
     conv1 = state["conv1.weight"].transpose(2, 3, 1, 0)
     np.testing.assert_array_equal(encoder.visible_stem.conv1.kernel.numpy(), conv1)
     np.testing.assert_array_equal(encoder.infrared_stem.conv1.kernel.numpy(), conv1)
-    np.testing.assert_array_equal(encoder.body.layer2.blocks[0].downsample_bn.moving_variance.numpy(),
-                                  state["layer2.0.downsample.1.running_var"])
+    np.testing.assert_array_equal(
+        encoder.body.layer2.blocks[0].downsample_bn.moving_variance.numpy(), state["layer2.0.downsample.1.running_var"]
+    )
     assert report.unused == 2  # fc.weight, fc.bias
     assert report.batch_counters == _batch_norm_count(reference)
     assert report.assigned == len(state) - 2 - report.batch_counters
@@ -148,8 +152,7 @@ def test_torchvision_weights_go_into_both_stems_and_the_body():
 
 def test_lba_checkpoint_round_trip_matches_torch(tmp_path, reference, lba_target):
     # Saved as from a DataParallel-wrapped model.
-    checkpoint = {"net": {"module." + key: value for key, value in reference.state_dict().items()},
-                  "epoch": 80}
+    checkpoint = {"net": {"module." + key: value for key, value in reference.state_dict().items()}, "epoch": 80}
     state = load_torch_checkpoint(_save(tmp_path, checkpoint))
     encoder, bnneck, classifier = lba_target
     report = assign_lba_checkpoint(encoder, bnneck, classifier, state)
@@ -166,10 +169,9 @@ def test_lba_checkpoint_round_trip_matches_torch(tmp_path, reference, lba_target
     # The imported float32 weights against the reference run in float64 (parity.TOLERANCE).
     images = np.random.default_rng(0).standard_normal((2, 64, 32, 3)).astype(np.float32)
     reference64 = copy.deepcopy(reference).double()
-    for modality, stem in enumerate((encoder.visible_stem, encoder.infrared_stem)):
+    for modality in (0, 1):
         with torch.no_grad():
-            expected = reference64(torch.from_numpy(images.transpose(0, 3, 1, 2)).double(),
-                                   infrared=modality == 1)
+            expected = reference64(torch.from_numpy(images.transpose(0, 3, 1, 2)).double(), infrared=modality == 1)
         out = encoder(images, np.full([2], modality, np.int32), training=False)
         pooled = GeMPooling()(out["layer4"])
         neck = bnneck(pooled, training=False)

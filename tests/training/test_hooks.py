@@ -9,8 +9,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lba_tf.evaluation.results import DirectionResult, Metrics
 from lba_tf.run_dir import RunDir
-from lba_tf.training.hooks import (Checkpoints, Evaluation, Figures, LastWeights, NonFiniteStop, Progress,
-                                   Summaries, TrainingDiverged, best_score)
+from lba_tf.training.hooks import (
+    Checkpoints,
+    Evaluation,
+    Figures,
+    LastWeights,
+    NonFiniteStop,
+    Progress,
+    Summaries,
+    TrainingDiverged,
+    best_score,
+)
 
 
 def _result(rank1, mAP):
@@ -21,15 +30,20 @@ def _result(rank1, mAP):
 
 def _scalars(logdir):
     events = EventAccumulator(str(logdir), size_guidance={"tensors": 0}).Reload()
-    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
-            for tag in events.Tags()["tensors"]}
+    return {
+        tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+        for tag in events.Tags()["tensors"]
+    }
 
 
 def test_non_finite_total_stops_naming_step_epoch_and_checkpoint():
     hook = NonFiniteStop(steps_per_epoch=4, last_checkpoint=lambda: "ckpt-8")
     hook.after_step(9, {"total": 1.5})
-    with pytest.raises(TrainingDiverged, match=r"^non-finite loss at step 10 \(epoch 3\): total=nan, id=1.0; "
-                                               r"last good checkpoint: ckpt-8$"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"^non-finite loss at step 10 \(epoch 3\): total=nan, id=1.0; "
+        r"last good checkpoint: ckpt-8$",
+    ):
         hook.after_step(10, {"total": math.nan, "id": 1.0})
     with pytest.raises(TrainingDiverged, match="last good checkpoint: none"):
         NonFiniteStop(4, lambda: None).after_step(1, {"total": math.inf})
@@ -119,8 +133,14 @@ def test_a_resumed_evaluation_knows_the_best_so_far(tmp_path):
     run = RunDir(tmp_path / "run")
     run.write_best(50.0, 6)
     saved = []
-    hook = Evaluation(lambda: {"d": _result(40.0, 0.0)}, every=1, epochs=3, writer=tf.summary.create_noop_writer(),
-                      run=run, save_weights=saved.append)
+    hook = Evaluation(
+        lambda: {"d": _result(40.0, 0.0)},
+        every=1,
+        epochs=3,
+        writer=tf.summary.create_noop_writer(),
+        run=run,
+        save_weights=saved.append,
+    )
     hook.after_epoch(3, 8)
     assert saved == [] and run.read_best()["score"] == 50.0
 
@@ -128,7 +148,13 @@ def test_a_resumed_evaluation_knows_the_best_so_far(tmp_path):
 def test_without_any_evaluation_the_stop_still_leaves_best_weights(tmp_path):
     run = RunDir(tmp_path / "run")
     saved = []
-    hook = Evaluation(lambda: {"d": _result(1.0, 0.0)}, every=10, epochs=10, writer=tf.summary.create_noop_writer(),
-                      run=run, save_weights=saved.append)
+    hook = Evaluation(
+        lambda: {"d": _result(1.0, 0.0)},
+        every=10,
+        epochs=10,
+        writer=tf.summary.create_noop_writer(),
+        run=run,
+        save_weights=saved.append,
+    )
     hook.after_train(3)
     assert saved == ["best"]

@@ -11,8 +11,9 @@ def test_run_dir_of_another_config_is_one_line_before_any_work(tmp_path, capsys)
     RunDir.for_training(load_config(None), str(tmp_path / "run"))
     assert main(["--run-dir", str(tmp_path / "run"), "--set", "train.lr=0.5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: {tmp_path / 'run'} holds a run with another config (train.lr: 0.1 -> 0.5); "
-                   "use another --run-dir")
+    assert err == (
+        f"error: {tmp_path / 'run'} holds a run with another config (train.lr: 0.1 -> 0.5); use another --run-dir"
+    )
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -26,8 +27,16 @@ def test_bad_override_fails_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
 def test_dataset_config_without_imagenet_weights_stops_before_any_work(tmp_path, capsys, name):
-    code = main(["--config", f"configs/{name}.yaml", "--run-dir", str(tmp_path / "never"),
-                 "--set", f"data.root={tmp_path / 'absent'}"])
+    code = main(
+        [
+            "--config",
+            f"configs/{name}.yaml",
+            "--run-dir",
+            str(tmp_path / "never"),
+            "--set",
+            f"data.root={tmp_path / 'absent'}",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: model.pretrained is not set")
@@ -42,5 +51,6 @@ def test_missing_pretrained_file_stops_before_any_work(tmp_path, capsys):
     assert code == 2 and err == (
         f"error: model.pretrained: {tmp_path / 'w.weights.h5'}: file not found (make it with "
         "`python -m lba_tf.tools.import_torch resnet18.pth weights/resnet18_imagenet.weights.h5 --config "
-        "<this config>`, or pass --set model.pretrained=random)")
+        "<this config>`, or pass --set model.pretrained=random)"
+    )
     assert not (tmp_path / "never").exists()

@@ -59,8 +59,13 @@ def finished_run(tmp_path_factory, cache_dir):
 
 def test_run_directory_holds_everything_promised(finished_run):
     run_dir, payload = finished_run
-    for name in ("results.json", "run.json", "weights/best.weights.h5", "weights/last.weights.h5",
-                 "checkpoints/checkpoint"):
+    for name in (
+        "results.json",
+        "run.json",
+        "weights/best.weights.h5",
+        "weights/last.weights.h5",
+        "checkpoints/checkpoint",
+    ):
         assert (run_dir / name).exists(), name
     results = json.loads((run_dir / "results.json").read_text())
     assert results == json.loads(json.dumps(payload))
@@ -110,8 +115,16 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, cache_dir):
 
 
 def _train_cmd(run_dir, cache_dir, *extra):
-    return [sys.executable, "-m", "lba_tf.train", "--run-dir", str(run_dir), "--cache-dir", cache_dir,
-            *set_args([*TINY, *extra])]
+    return [
+        sys.executable,
+        "-m",
+        "lba_tf.train",
+        "--run-dir",
+        str(run_dir),
+        "--cache-dir",
+        cache_dir,
+        *set_args([*TINY, *extra]),
+    ]
 
 
 @pytest.mark.slow
@@ -156,8 +169,12 @@ np.savez(sys.argv[1] + f"/replica_weights_{sys.argv[5]}.npz",
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_keeps_replicas_identical(tmp_path, cache_dir):
     overrides = json.dumps([*TINY, "train.strategy=mirrored", "data.eval_trials=1"])
-    subprocess.run([sys.executable, "-c", _REPLICA_SCRIPT, str(tmp_path), "mirrored", overrides, cache_dir, "0"],
-                   cwd=REPO, check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-c", _REPLICA_SCRIPT, str(tmp_path), "mirrored", overrides, cache_dir, "0"],
+        cwd=REPO,
+        check=True,
+        timeout=900,
+    )
     stacked = np.load(tmp_path / "replica_weights_0.npz")
     assert len(stacked.files) > 20
     for key in stacked.files:
@@ -179,13 +196,19 @@ def test_multi_worker_strategy_with_two_processes_trains_identical_weights(tmp_p
     overrides = json.dumps([*TINY, "train.strategy=multi_worker", "data.eval_trials=1"])
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                    "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        )
         run_dir = tmp_path / f"worker{index}"
         run_dir.mkdir()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", _REPLICA_SCRIPT, str(run_dir), "multi_worker", overrides, cache_dir, str(index)],
-            cwd=REPO, env=env))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _REPLICA_SCRIPT, str(run_dir), "multi_worker", overrides, cache_dir, str(index)],
+                cwd=REPO,
+                env=env,
+            )
+        )
     for proc in procs:
         assert proc.wait(timeout=900) == 0
     a = np.load(tmp_path / "worker0" / "replica_weights_0.npz")

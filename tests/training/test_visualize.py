@@ -14,7 +14,7 @@ def _quadrants(h=8, w=4):
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
     for i, colour in enumerate(colours):
         r, c = divmod(i, 2)
-        image[r * h // 2:(r + 1) * h // 2, c * w // 2:(c + 1) * w // 2] = colour
+        image[r * h // 2 : (r + 1) * h // 2, c * w // 2 : (c + 1) * w // 2] = colour
     return image
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from lba_tf.data.records import IdentityFolder, ImageRecord, Modality
 
@@ -114,8 +114,9 @@ def camera_number(folder: str) -> int:
     return int(match.group(1))
 
 
-def identity_folders(root: str, cameras: Sequence[str], modality: Modality,
-                     pids: Iterable[int]) -> list[IdentityFolder]:
+def identity_folders(
+    root: str, cameras: Sequence[str], modality: Modality, pids: Iterable[int]
+) -> list[IdentityFolder]:
     """The folders ``<camera>/<pid:04d>`` that exist, in order of sorted pid, then ``cameras``.
 
     An identity may lack a folder in some cameras; an existing folder must not be empty.
@@ -142,8 +143,7 @@ def identity_folders(root: str, cameras: Sequence[str], modality: Modality,
     return folders
 
 
-def check_both_modalities(train: Sequence[ImageRecord], source: str,
-                          pids: Iterable[int] | None = None) -> None:
+def check_both_modalities(train: Sequence[ImageRecord], source: str, pids: Iterable[int] | None = None) -> None:
     """Raise :class:`DatasetError` if a training identity lacks images in a modality.
 
     Args:
@@ -158,5 +158,4 @@ def check_both_modalities(train: Sequence[ImageRecord], source: str,
         if missing:
             problems.append(f"no {modality} images for identities {missing}")
     if problems:
-        raise DatasetError(f"{source}: every training identity needs images in both modalities; "
-                           + "; ".join(problems))
+        raise DatasetError(f"{source}: every training identity needs images in both modalities; " + "; ".join(problems))

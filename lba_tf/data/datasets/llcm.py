@@ -40,8 +40,7 @@ def parse_train_path(entry: ListEntry) -> tuple[int, int]:
     folders = [m for m in map(CAMERA_FOLDER.fullmatch, parts[:-1]) if m]
     name = _CAMERA_IN_NAME.search(parts[-1])
     if not folders and name is None:
-        raise DatasetError(f"{entry.where}: no camera ('cam<d>' folder or '_c<n>_' in the name) "
-                           f"in {entry.path!r}")
+        raise DatasetError(f"{entry.where}: no camera ('cam<d>' folder or '_c<n>_' in the name) in {entry.path!r}")
     camera = int(folders[-1].group(1)) if folders else int(name.group(1))
     return int(parts[-2]), camera
 
@@ -81,8 +80,7 @@ class LLCM:
         for folder in ("idx", "test_vis", "test_nir"):
             require_dir(os.path.join(self.root, folder))
         idx = os.path.join(self.root, "idx")
-        self.train = self._training_set(os.path.join(idx, "train_vis.txt"),
-                                        os.path.join(idx, "train_nir.txt"))
+        self.train = self._training_set(os.path.join(idx, "train_vis.txt"), os.path.join(idx, "train_nir.txt"))
         self.num_classes = len({r.label for r in self.train})
         test_ids = read_id_file(os.path.join(idx, "test_id.txt"))
         overlap = sorted(set(test_ids) & {r.pid for r in self.train})
@@ -99,13 +97,15 @@ class LLCM:
             for entry in read_list_file(path, self.root):
                 pid, camera = parse_train_path(entry)
                 if pid_of_label.setdefault(entry.label, pid) != pid:
-                    raise DatasetError(f"{entry.where}: label {entry.label} is given to identities "
-                                       f"{pid_of_label[entry.label]} and {pid}")
+                    raise DatasetError(
+                        f"{entry.where}: label {entry.label} is given to identities "
+                        f"{pid_of_label[entry.label]} and {pid}"
+                    )
                 if label_of_pid.setdefault(pid, entry.label) != entry.label:
-                    raise DatasetError(f"{entry.where}: identity {pid} has labels "
-                                       f"{label_of_pid[pid]} and {entry.label}")
+                    raise DatasetError(
+                        f"{entry.where}: identity {pid} has labels {label_of_pid[pid]} and {entry.label}"
+                    )
                 records.append(ImageRecord(entry.path, pid, camera, modality))
         check_both_modalities(records, f"{visible_file} and {infrared_file}")
         compact = {label: i for i, label in enumerate(sorted(pid_of_label))}
-        return [ImageRecord(r.path, r.pid, r.camera, r.modality, compact[label_of_pid[r.pid]])
-                for r in records]
+        return [ImageRecord(r.path, r.pid, r.camera, r.modality, compact[label_of_pid[r.pid]]) for r in records]

@@ -48,18 +48,22 @@ class RegDB:
         require_dir(self.root)
         for folder in ("Visible", "Thermal", "idx"):
             require_dir(os.path.join(self.root, folder))
-        lists = {(split, kind): read_list_file(self._index_file(split, kind), self.root)
-                 for split in ("train", "test") for kind in ("visible", "thermal")}
-        train = [self._record(entry, kind) for kind in ("visible", "thermal")
-                 for entry in lists["train", kind]]
+        lists = {
+            (split, kind): read_list_file(self._index_file(split, kind), self.root)
+            for split in ("train", "test")
+            for kind in ("visible", "thermal")
+        }
+        train = [self._record(entry, kind) for kind in ("visible", "thermal") for entry in lists["train", kind]]
         check_both_modalities(
-            train, f"{self._index_file('train', 'visible')} and {self._index_file('train', 'thermal')}")
+            train, f"{self._index_file('train', 'visible')} and {self._index_file('train', 'thermal')}"
+        )
         label_of = {pid: label for label, pid in enumerate(sorted({r.pid for r in train}))}
         self.train = [ImageRecord(r.path, r.pid, r.camera, r.modality, label_of[r.pid]) for r in train]
         self.num_classes = len(label_of)
         self.test_images: dict[Modality, list[ImageRecord]] = {
             _FILE_MODALITY[kind]: [self._record(entry, kind) for entry in lists["test", kind]]
-            for kind in ("visible", "thermal")}
+            for kind in ("visible", "thermal")
+        }
 
     def _index_file(self, split: str, kind: str) -> str:
         return os.path.join(self.root, "idx", f"{split}_{kind}_{self.trial}.txt")

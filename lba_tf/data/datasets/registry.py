@@ -35,8 +35,9 @@ def build_dataset(data_config: DataConfig, cache_dir: str = ".cache") -> ReIDDat
             root = ensure_synthetic(data_config.synthetic, os.path.join(cache_dir, "synthetic"))
         return SYSUMM01(root, data_config.search_mode, data_config.gallery_shots)
     if root is None:
-        raise ValueError(f"data.root is null: set it to the {name} dataset folder "
-                         f"(e.g. --set data.root=/path/to/{name})")
+        raise ValueError(
+            f"data.root is null: set it to the {name} dataset folder (e.g. --set data.root=/path/to/{name})"
+        )
     if name == "sysu":
         return SYSUMM01(root, data_config.search_mode, data_config.gallery_shots)
     if name == "regdb":

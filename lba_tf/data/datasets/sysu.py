@@ -14,8 +14,7 @@ from lba_tf.data.datasets.common import (
 from lba_tf.data.records import IdentityFolder, ImageRecord, Modality, all_images
 from lba_tf.evaluation.protocols import SYSUMM01Protocol
 
-RGB_CAMERAS = {mode: tuple(f"cam{c}" for c in cameras)
-               for mode, cameras in SYSUMM01Protocol.VISIBLE_CAMERAS.items()}
+RGB_CAMERAS = {mode: tuple(f"cam{c}" for c in cameras) for mode, cameras in SYSUMM01Protocol.VISIBLE_CAMERAS.items()}
 """The RGB camera folders of each search mode's gallery, in the protocol's order."""
 IR_CAMERAS = ("cam3", "cam6")
 
@@ -53,8 +52,7 @@ class SYSUMM01:
         self.root = str(root)
         require_dir(self.root)
         exp = os.path.join(self.root, "exp")
-        train_ids = read_id_file(os.path.join(exp, "train_id.txt")) + read_id_file(
-            os.path.join(exp, "val_id.txt"))
+        train_ids = read_id_file(os.path.join(exp, "train_id.txt")) + read_id_file(os.path.join(exp, "val_id.txt"))
         test_ids = read_id_file(os.path.join(exp, "test_id.txt"))
         overlap = sorted(set(train_ids) & set(test_ids))
         if overlap:
