@@ -33,11 +33,19 @@ def _weights(path):
     return out
 
 
-def _assert_same_weights(a, b):
+def _assert_same_weights(a, b, rtol=0.0):
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys() and len(wa) > 20
     for key in wa:
-        np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+        np.testing.assert_allclose(wa[key], wb[key], rtol=rtol, atol=0, err_msg=key)
+
+
+# Two runs in one process that has run other tests before can differ in the last bit (the likely
+# cause: vectorised reductions start their SIMD lanes where a buffer's alignment allows, so the
+# order of a sum can follow the allocator's history). Measured: one BatchNorm statistic 1 ulp apart (1.2e-7 on 0.9992) after a
+# full-suite run, none in a fresh process. 4 ulps; a step missed or repeated moves weights by
+# more than 1e-3. Separate processes (the SIGKILL test below) resume to identical weights.
+SAME_PROCESS_RTOL = 4 * 2.0**-23
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +111,9 @@ def test_stopping_and_resuming_gives_the_same_weights(finished_run, tmp_path, ca
     resumed = Trainer(_config(), tmp_path, cache_dir=cache_dir)
     assert resumed.restore() == 3
     resumed.fit()
-    _assert_same_weights(run_dir / "weights/last.weights.h5", tmp_path / "weights/last.weights.h5")
+    _assert_same_weights(
+        run_dir / "weights/last.weights.h5", tmp_path / "weights/last.weights.h5", rtol=SAME_PROCESS_RTOL
+    )
 
 
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, cache_dir):
