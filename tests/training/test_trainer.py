@@ -42,9 +42,10 @@ def _assert_same_weights(a, b, rtol=0.0):
 
 # Two runs in one process that has run other tests before can differ in the last bit (the likely
 # cause: vectorised reductions start their SIMD lanes where a buffer's alignment allows, so the
-# order of a sum can follow the allocator's history). Measured: one BatchNorm statistic 1 ulp apart (1.2e-7 on 0.9992) after a
-# full-suite run, none in a fresh process. 4 ulps; a step missed or repeated moves weights by
-# more than 1e-3. Separate processes (the SIGKILL test below) resume to identical weights.
+# order of a sum can follow the allocator's history). Measured: one BatchNorm statistic 1 ulp
+# apart (1.2e-7 on 0.9992) after a full-suite run, none in a fresh process. 4 ulps; a step
+# missed or repeated moves weights by more than 1e-3. Separate processes (the SIGKILL test
+# below) resume to identical weights.
 SAME_PROCESS_RTOL = 4 * 2.0**-23
 
 
