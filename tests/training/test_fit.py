@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 _SCRIPT = r"""
@@ -70,9 +72,13 @@ def test_fit_under_a_mirrored_strategy_equals_the_loops_step():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
     assert {"id", "triplet", "ic3", "ic4", "dt3", "dt4", "total", "accuracy"} <= set(result["losses"])
-    # The same ops on the same values; the two traced functions name their ops differently, and
-    # grappler's arithmetic pass regroups sums by op name, so gradients differ by a few float32
-    # ulps (measured: weights within 3.3e-6 after two steps). Two steps move the weights by
-    # ``moved`` (measured 1.5), so a step missed, doubled or on the wrong data cannot pass.
-    assert max(result["differences"]) <= 2e-5
-    assert result["moved"] > 100 * 2e-5
+    # The same ops on the same values, but the two traced functions name their ops differently
+    # and grappler's arithmetic pass regroups sums by op name, so values differ in the last bits
+    # (measured: most weights within 4e-6 after two steps) and, rarely, a max-pool or
+    # hardest-negative choice between values equal within rounding goes the other way, moving a
+    # few weights by about 1% of their step (measured once: 0.015 against a step of 1.9). A step
+    # missed, doubled or taken on the wrong data moves every weight by a whole step.
+    differences = np.array(result["differences"])
+    assert np.median(differences) <= 2e-5
+    assert differences.max() <= 0.05 * result["moved"]
+    assert result["moved"] > 1.0
