@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from lba_tf.config import AugmentConfig
 from lba_tf.data.augment import augment_image
+from lba_tf.data.errors import DataError, MissingImagesError
 from lba_tf.data.preprocess import PIXELS_VERSION, decode_image, normalize, resize_to_uint8
 from lba_tf.data.records import ImageRecord
 from lba_tf.data.sampler import IdentitySampler
@@ -81,14 +82,16 @@ def load_images(
         An :class:`ImageCache`.
 
     Raises:
-        FileNotFoundError: an image file does not exist (whatever ``skip_corrupt`` says).
-        ValueError: an image cannot be decoded and ``skip_corrupt`` is false, or none can.
+        MissingImagesError: an image file does not exist (whatever ``skip_corrupt`` says); a
+            ``FileNotFoundError`` too.
+        DataError: an image cannot be decoded and ``skip_corrupt`` is false, or none can; the
+            message names the first such file and the ``data.skip_corrupt`` setting.
     """
     records = tuple(records)
     paths = [os.path.join(root, r.path) for r in records]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} image file(s) do not exist, e.g. {missing[:3]}")
+        raise MissingImagesError(f"{missing[0]}: image file not found{_and_more(missing)}")
     cache_file = _cache_path(cache_dir, root, records, height, width) if cache_dir else None
     if cache_file and os.path.isfile(cache_file + ".npy"):
         images, rows = np.load(cache_file + ".npy"), np.load(cache_file + ".rows.npy")
@@ -100,15 +103,24 @@ def load_images(
             _save_atomic(cache_file + ".rows.npy", rows)
     bad = [paths[i] for i in np.flatnonzero(rows < 0)]
     if len(bad) == len(paths) and paths:
-        raise ValueError(f"none of the {len(paths)} images could be decoded, e.g. {bad[:3]}")
+        raise DataError(f"{bad[0]}: cannot decode the image, nor any of the other {len(paths) - 1}")
     if bad and not skip_corrupt:
-        raise ValueError(
-            f"{len(bad)} image(s) could not be decoded: {bad[:5]}; set data.skip_corrupt=true to skip them"
+        raise DataError(
+            f"{bad[0]}: cannot decode the image{_and_more(bad)}; replace or remove it, "
+            "or set data.skip_corrupt=true to train and evaluate without undecodable images"
         )
     if bad:
         logger.warning("skipped %d undecodable image(s) of %d, e.g. %s", len(bad), len(paths), bad[:3])
     kept = tuple(records[i] for i in np.flatnonzero(rows >= 0))
     return ImageCache(images=images, records=kept, rows=rows)
+
+
+def _and_more(paths: list[str]) -> str:
+    """`` (and 2 more: a, b)`` after the first of ``paths``, or nothing."""
+    if len(paths) < 2:
+        return ""
+    shown = ", ".join(paths[1:4]) + (", ..." if len(paths) > 4 else "")
+    return f" (and {len(paths) - 1} more: {shown})"
 
 
 def _decode_all(paths: list[str], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

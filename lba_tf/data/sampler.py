@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from lba_tf.data.errors import DataError
 from lba_tf.data.records import MODALITY_INDEX, ImageRecord
 
 
@@ -31,8 +32,9 @@ class IdentitySampler:
             builds and trains on (SYSU-MM01: 696, RegDB: 65).
 
     Raises:
-        ValueError: empty records, an unlabelled record, an identity missing from one modality,
-            P larger than the number of identities, or a non-positive P, K or epoch length.
+        DataError: empty records, an unlabelled record, an identity missing from one modality
+            (named by its pid), or P larger than the number of identities.
+        ValueError: a non-positive P, K or epoch length, or a negative seed.
 
     Examples:
 
@@ -54,7 +56,7 @@ class IdentitySampler:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if not records:
-            raise ValueError("no training records to sample from")
+            raise DataError("no training records to sample from")
         self.records = tuple(records)
         self.num_identities = num_identities
         self.num_instances = num_instances
@@ -63,17 +65,20 @@ class IdentitySampler:
         unlabelled = np.flatnonzero(self.labels < 0)
         if unlabelled.size:
             first = self.records[unlabelled[0]]
-            raise ValueError(f"{unlabelled.size} record(s) have no training label (label < 0), e.g. {first.path}")
+            raise DataError(f"{unlabelled.size} record(s) have no training label (label < 0), e.g. {first.path}")
         modality = _modality_codes(self.records)
         self.identities = np.unique(self.labels)
         if num_identities > self.identities.size:
-            raise ValueError(
-                f"P={num_identities} identities per batch but the training set has only {self.identities.size}"
+            raise DataError(
+                f"P={num_identities} identities per batch (data.num_identities) but the training records hold "
+                f"only {self.identities.size} identities: set data.num_identities to at most {self.identities.size}"
             )
+        pid_of_label = {r.label: r.pid for r in self.records}
+        pids = [pid_of_label[label] for label in self.identities.tolist()]
         self._pools = {}
         for name, code in MODALITY_INDEX.items():
             rows = np.flatnonzero(modality == code)
-            self._pools[name] = _IdentityPool(rows, self.labels[rows], self.identities, name)
+            self._pools[name] = _IdentityPool(rows, self.labels[rows], self.identities, pids, name)
         self.num_visible = self._pools["visible"].rows.size
         self.num_infrared = self._pools["infrared"].rows.size
         if steps_per_epoch is None:
@@ -124,19 +129,26 @@ class IdentitySampler:
 
 
 class _IdentityPool:
-    """The rows of one modality grouped by identity: ``rows[start[i] : start[i] + count[i]]``."""
+    """The rows of one modality grouped by identity: ``rows[start[i] : start[i] + count[i]]``.
 
-    def __init__(self, rows: np.ndarray, labels: np.ndarray, identities: np.ndarray, name: str):
+    Every identity must have a row: a batch draws K images of each of its identities in both
+    modalities. ``pids`` name the ``identities`` (labels) in the error.
+    """
+
+    def __init__(self, rows: np.ndarray, labels: np.ndarray, identities: np.ndarray, pids: list[int], name: str):
         order = np.lexsort((rows, labels))
         self.rows = rows[order].astype(np.int64)
         sorted_labels = labels[order]
         self.start = np.searchsorted(sorted_labels, identities, side="left")
         self.count = np.searchsorted(sorted_labels, identities, side="right") - self.start
-        empty = identities[self.count == 0]
+        empty = np.flatnonzero(self.count == 0)
         if empty.size:
-            shown = ", ".join(str(x) for x in empty[:10]) + (", ..." if empty.size > 10 else "")
-            raise ValueError(
-                f"{empty.size} identity label(s) have no {name} image, so they cannot form cross-modal batches: {shown}"
+            shown = ", ".join(f"{pids[i]} (label {identities[i]})" for i in empty[:10])
+            more = ", ..." if empty.size > 10 else ""
+            raise DataError(
+                f"no {name} image among the training records for identit{'ies' if empty.size > 1 else 'y'} "
+                f"{shown}{more}; every identity of a batch needs K images of each modality: add {name} images "
+                f"or leave {'them' if empty.size > 1 else 'it'} out of the training set"
             )
 
     def draw(self, rng: np.random.Generator, chosen: np.ndarray, k: int) -> np.ndarray:

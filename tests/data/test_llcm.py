@@ -105,7 +105,9 @@ def test_identity_with_two_labels_across_modalities_is_an_error(tmp_path):
 def test_training_identity_in_one_modality_only_is_an_error(root):
     path = os.path.join(root, "idx", "train_vis.txt")
     _rewrite(path, lambda lines: [line for line in lines if "/0011/" not in line])
-    with pytest.raises(DatasetError, match=re.escape("no visible images for identities [11]")):
+    with pytest.raises(
+        DatasetError, match=re.escape("train_nir.txt: no visible image for training identity 11; a batch")
+    ):
         LLCM(root)
 
 

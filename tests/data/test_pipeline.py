@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from lba_tf.config import AugmentConfig
+from lba_tf.data.errors import DataError
 from lba_tf.data.pipeline import distributed_dataset_fn, inference_dataset, load_images, training_dataset
 from lba_tf.data.preprocess import normalize
 from lba_tf.data.records import ImageRecord
@@ -90,8 +92,12 @@ def test_corrupt_image_is_an_error_naming_it_or_skipped_and_reported(tmp_path, c
     (tmp_path / "rgb" / "broken.jpg").write_bytes(b"this is not an image")
     broken = ImageRecord("rgb/broken.jpg", 10, 1, "visible", 0)
     records.insert(2, broken)
-    with pytest.raises(ValueError, match=r"1 image\(s\) could not be decoded.*broken\.jpg.*skip_corrupt"):
+    with pytest.raises(DataError) as error:
         load_images(root, records, H, W)
+    assert str(error.value) == (
+        f"{root}/rgb/broken.jpg: cannot decode the image; replace or remove it, "
+        "or set data.skip_corrupt=true to train and evaluate without undecodable images"
+    )
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.WARNING, logger="lba_tf"):
@@ -105,9 +111,24 @@ def test_corrupt_image_is_an_error_naming_it_or_skipped_and_reported(tmp_path, c
     np.testing.assert_array_equal(cache.images[2], _expected_pixels(root, records[3]))
 
 
+def test_several_corrupt_images_name_the_first_and_count_the_others(tmp_path):
+    root = str(tmp_path)
+    records = _write_dataset(root, num_ids=2, per_modality=1)
+    for name in ("a", "b", "c", "d", "e"):
+        (tmp_path / f"{name}.jpg").write_bytes(b"not an image")
+    broken = [ImageRecord(f"{name}.jpg", 1, 1, "visible", 0) for name in ("a", "b", "c", "d", "e")]
+    with pytest.raises(
+        DataError, match=re.escape(f"{root}/a.jpg: cannot decode the image (and 4 more: {root}/b.jpg, ")
+    ):
+        load_images(root, records + broken, H, W)
+    with pytest.raises(DataError, match=re.escape(f"{root}/a.jpg: cannot decode the image, nor any of the other 4")):
+        load_images(root, broken, H, W, skip_corrupt=True)
+
+
 def test_missing_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.png"):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path}/nowhere.png: image file not found")) as error:
         load_images(str(tmp_path), [ImageRecord("nowhere.png", 1, 1, "visible", 0)], H, W)
+    assert isinstance(error.value, DataError)
 
 
 def test_disk_cache_is_written_and_read_back(tmp_path):

@@ -97,9 +97,9 @@ def test_training_identity_in_one_modality_only_is_an_error(root):
     with pytest.raises(
         DatasetError,
         match=re.escape(
-            "train_thermal_1.txt: every training identity needs "
-            "images in both modalities; no infrared images for "
-            "identities [1]"
+            "train_thermal_1.txt: no infrared image for training identity 1; a batch draws K visible and K "
+            "infrared images of each of its identities: add the missing images or leave those identities out of "
+            "training"
         ),
     ):
         RegDB(root, trial=1)

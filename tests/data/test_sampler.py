@@ -1,8 +1,11 @@
 """IdentitySampler: identity-major P x K cross-modal batches, epoch length, determinism, resume."""
 
+import re
+
 import numpy as np
 import pytest
 
+from lba_tf.data.errors import DataError
 from lba_tf.data.records import ImageRecord
 from lba_tf.data.sampler import IdentitySampler
 
@@ -117,15 +120,29 @@ def test_identities_uniform_and_images_drawn_with_replacement():
     assert used == set(range(len(records)))
 
 
-def test_rejects_identity_missing_from_a_modality():
+def test_rejects_identity_missing_from_a_modality_naming_its_pid_and_the_modality():
     records = _records({0: (2, 2), 1: (2, 0), 2: (1, 1)})
-    with pytest.raises(ValueError, match=r"1 identity label\(s\) have no infrared image.*: 1"):
+    with pytest.raises(DataError) as error:
         IdentitySampler(records, 2, 2)
+    assert str(error.value) == (
+        "no infrared image among the training records for identity 101 (label 1); every identity of a batch "
+        "needs K images of each modality: add infrared images or leave it out of the training set"
+    )
+    with pytest.raises(
+        DataError,
+        match=re.escape("no visible image among the training records for identities 100 (label 0), 102 (label 2);"),
+    ):
+        IdentitySampler(_records({0: (0, 2), 1: (2, 1), 2: (0, 1)}), 2, 2)
 
 
 def test_rejects_more_identities_per_batch_than_exist():
-    with pytest.raises(ValueError, match="P=4 identities per batch but the training set has only 3"):
+    with pytest.raises(DataError) as error:
         IdentitySampler(_records({i: (1, 1) for i in range(3)}), 4, 2)
+    assert str(error.value) == (
+        "P=4 identities per batch (data.num_identities) but the training records hold only 3 identities: "
+        "set data.num_identities to at most 3"
+    )
+    assert IdentitySampler(_records({i: (1, 1) for i in range(3)}), 3, 2).identities.tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -143,9 +160,9 @@ def test_rejects_nonpositive_sizes(bad):
 
 def test_rejects_unlabelled_and_empty_records():
     records = _records({0: (1, 1), 1: (1, 1)}) + [ImageRecord("q.jpg", 5, 1, "visible")]
-    with pytest.raises(ValueError, match="no training label"):
+    with pytest.raises(DataError, match="no training label"):
         IdentitySampler(records, 2, 1)
-    with pytest.raises(ValueError, match="no training records"):
+    with pytest.raises(DataError, match="no training records"):
         IdentitySampler([], 2, 1)
 
 

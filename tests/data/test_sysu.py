@@ -1,6 +1,7 @@
 """SYSU-MM01 reader: training set and test identity folders, on small trees (splits: test_protocols)."""
 
 import os
+import re
 import shutil
 
 import pytest
@@ -97,8 +98,26 @@ def test_unparsable_id_file_names_file_and_line(root, content, message):
 def test_training_identity_in_one_modality_only_is_an_error(root):
     shutil.rmtree(os.path.join(root, "cam3", "0007"))
     shutil.rmtree(os.path.join(root, "cam6", "0007"))
-    with pytest.raises(DatasetError, match=rf"{root}: .*no infrared images for identities \[7\]"):
+    with pytest.raises(
+        DatasetError, match=re.escape(f"{root}: no infrared image for training identity 7; a batch draws")
+    ):
         SYSUMM01(root)
+
+
+def test_every_identity_lacking_a_modality_is_named_with_the_modality(root):
+    for camera in ("cam1", "cam2", "cam4", "cam5"):
+        shutil.rmtree(os.path.join(root, camera, "0005"))
+    shutil.rmtree(os.path.join(root, "cam3", "0001"))
+    shutil.rmtree(os.path.join(root, "cam6", "0001"))
+    with open(os.path.join(root, "exp", "val_id.txt"), "w") as f:
+        f.write("2,8\n")  # 8 has no folder at all
+    with pytest.raises(DatasetError) as error:
+        SYSUMM01(root)
+    assert str(error.value) == (
+        f"{root}: no visible image for training identities 5, 8; no infrared image for training identities 1, 8; "
+        "a batch draws K visible and K infrared images of each of its identities: add the missing images or leave "
+        "those identities out of training"
+    )
 
 
 def test_identity_in_training_and_test_is_an_error(root):

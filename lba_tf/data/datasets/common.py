@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from lba_tf.data.errors import DataError
 from lba_tf.data.records import IdentityFolder, ImageRecord, Modality
 
 CAMERA_FOLDER = re.compile(r"cam([0-9])")
@@ -18,7 +19,7 @@ CAMERA_FOLDER = re.compile(r"cam([0-9])")
 _NUMBER = re.compile(r"[0-9]+")
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A dataset folder is missing, incomplete or malformed; the message names the path."""
 
 
@@ -146,6 +147,9 @@ def identity_folders(
 def check_both_modalities(train: Sequence[ImageRecord], source: str, pids: Iterable[int] | None = None) -> None:
     """Raise :class:`DatasetError` if a training identity lacks images in a modality.
 
+    The sampler draws K visible and K infrared images of every identity in a batch, so each
+    training identity needs both. The message names each such identity and the modality it lacks.
+
     Args:
         train: the training records.
         source: the folder or files the records came from, for the message.
@@ -156,6 +160,10 @@ def check_both_modalities(train: Sequence[ImageRecord], source: str, pids: Itera
     for modality in ("visible", "infrared"):
         missing = sorted(pids - {r.pid for r in train if r.modality == modality})
         if missing:
-            problems.append(f"no {modality} images for identities {missing}")
+            shown = ", ".join(str(pid) for pid in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            problems.append(f"no {modality} image for training identit{'ies' if len(missing) > 1 else 'y'} {shown}")
     if problems:
-        raise DatasetError(f"{source}: every training identity needs images in both modalities; " + "; ".join(problems))
+        raise DatasetError(
+            f"{source}: {'; '.join(problems)}; a batch draws K visible and K infrared images of each of its "
+            "identities: add the missing images or leave those identities out of training"
+        )
