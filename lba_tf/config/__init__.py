@@ -3,7 +3,8 @@
 The package keeps the data apart from the machinery: :mod:`~lba_tf.config.schema` holds the
 sections and documents every field, :mod:`~lba_tf.config.loader` reads, merges, overrides and
 validates them, :mod:`~lba_tf.config.initialisation` checks that training chose its starting
-weights. The recipe's values live in ``configs/base.yaml`` only.
+weights and :mod:`~lba_tf.config.batch_layout` that its batches can be paired. The recipe's
+values live in ``configs/base.yaml`` only.
 
 Examples:
 
@@ -12,6 +13,7 @@ Examples:
 0.05
 """
 
+from lba_tf.config.batch_layout import check_batch_layout
 from lba_tf.config.initialisation import RANDOM_INIT, check_initialisation
 from lba_tf.config.loader import (
     CONFIG_DIR,
@@ -48,6 +50,7 @@ __all__ = [
     "ModelConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "check_batch_layout",
     "check_initialisation",
     "load_config",
     "parse_override",
