@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lba_tf.config import DataConfig
+from lba_tf.config import ConfigError, DataConfig
 from lba_tf.data.datasets.llcm import LLCM
 from lba_tf.data.datasets.regdb import RegDB
 from lba_tf.data.datasets.sysu import SYSUMM01
@@ -26,18 +26,23 @@ def build_dataset(data_config: DataConfig, cache_dir: str = ".cache") -> ReIDDat
         cache_dir: the folder for generated data.
 
     Raises:
-        ValueError: ``data.root`` is null for a real dataset.
-        DatasetError: the dataset folder is missing or malformed.
+        ConfigError: ``data.root`` is null for a real dataset, or is not a folder.
+        DatasetError: the dataset folder is incomplete or malformed.
     """
     name, root = data_config.dataset, data_config.root
+    if root is None and name != "synthetic":
+        raise ConfigError(
+            f"data.root is null: set it to the {name} dataset folder (e.g. --set data.root=/path/to/{name})"
+        )
+    if root is not None and not os.path.isdir(root):
+        raise ConfigError(
+            f"data.root: {root}: folder not found; set it to the {name} dataset folder "
+            f"(e.g. --set data.root=/path/to/{name})"
+        )
     if name == "synthetic":
         if root is None:
             root = ensure_synthetic(data_config.synthetic, os.path.join(cache_dir, "synthetic"))
         return SYSUMM01(root, data_config.search_mode, data_config.gallery_shots)
-    if root is None:
-        raise ValueError(
-            f"data.root is null: set it to the {name} dataset folder (e.g. --set data.root=/path/to/{name})"
-        )
     if name == "sysu":
         return SYSUMM01(root, data_config.search_mode, data_config.gallery_shots)
     if name == "regdb":
