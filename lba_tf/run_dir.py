@@ -23,11 +23,13 @@ import datetime
 import json
 import pathlib
 import sys
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import yaml
 
 from lba_tf.config import Config, load_config, save_config
+from lba_tf.log import logger
 
 RUNS_ROOT = "runs"
 WeightsChoice = Literal["last", "best"]
@@ -112,6 +114,12 @@ class RunDir:
         return (pathlib.Path(path) / "config.yaml").is_file()
 
     @property
+    def has_checkpoint(self) -> bool:
+        """Whether training saved its state here (a ``checkpoints/ckpt-*.index`` file); a run
+        without one never got that far and holds nothing to resume."""
+        return any(self.checkpoints.glob("ckpt-*.index"))
+
+    @property
     def finished(self) -> bool:
         """A run is finished once its final evaluation is written."""
         return self.results_path.is_file()
@@ -193,24 +201,34 @@ class RunDir:
     ) -> RunDir:
         """The run to train ``config`` in, with the resolved config written there.
 
-        An explicit ``run_dir`` holding a different config is refused (its checkpoints belong to
-        other settings); without one, the newest unfinished run of the same config is resumed
-        unless ``fresh``, else a new ``<runs_root>/<config name>/<timestamp>`` is made.
+        An explicit ``run_dir`` holding a run of a different config with checkpoints is refused
+        (they belong to other settings); one without checkpoints (a start that failed) takes the
+        new config, and the log says which settings changed. Without ``run_dir``, the newest
+        unfinished run of the same config is resumed unless ``fresh``, preferring one with
+        checkpoints to newer ones without; else a new ``<runs_root>/<config name>/<timestamp>``.
 
         Raises:
-            RunDirError: ``run_dir`` holds a run of another config (the message lists the settings).
+            RunDirError: ``run_dir`` holds checkpoints of another config (the message lists the
+                settings).
         """
         if run_dir is not None:
             run = cls(run_dir)
             if run.config_path.is_file():
                 diff = _differences(yaml.safe_load(run.config_path.read_text()), config.to_dict())
-                if diff:
+                if diff and run.has_checkpoint:
                     raise RunDirError(
                         f"{run.path} holds a run with another config ({'; '.join(diff)}); use another --run-dir"
                     )
+                if diff:
+                    logger.warning(
+                        "%s held the config of a run that saved no checkpoint; it now holds this one (%s)",
+                        run.path,
+                        "; ".join(diff),
+                    )
         else:
             base = pathlib.Path(runs_root) / config.name
-            run = None if fresh else cls.newest(base, config=config, finished=False)
+            unfinished = [] if fresh else list(cls._runs(base, config=config, finished=False))
+            run = next((r for r in unfinished if r.has_checkpoint), unfinished[0] if unfinished else None)
             run = run or cls(cls._new_path(base))
         run.write_config(config)
         return run
@@ -219,16 +237,20 @@ class RunDir:
     def newest(cls, base: str | pathlib.Path, *, config: Config | None = None, finished: bool = True) -> RunDir | None:
         """The newest run directly under ``base`` that is finished (or unfinished, with
         ``finished=False``) and, when ``config`` is given, holds that resolved config."""
+        return next(cls._runs(base, config=config, finished=finished), None)
+
+    @classmethod
+    def _runs(cls, base: str | pathlib.Path, *, config: Config | None, finished: bool) -> Iterator[RunDir]:
+        """The runs of :meth:`newest`, newest first."""
         base = pathlib.Path(base)
         if not base.is_dir():
-            return None
+            return
         for path in sorted((p for p in base.iterdir() if p.is_dir()), reverse=True):
             run = cls(path)
             if not run.config_path.is_file() or run.finished != finished:
                 continue
             if config is None or yaml.safe_load(run.config_path.read_text()) == config.to_dict():
-                return run
-        return None
+                yield run
 
     @staticmethod
     def _new_path(base: pathlib.Path) -> pathlib.Path:

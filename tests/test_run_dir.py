@@ -1,12 +1,14 @@
 """The run directory: new, resumed or refused for training; what it holds, read back."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import yaml
 
 from lba_tf.config import load_config
+from lba_tf.log import logger
 from lba_tf.models.lba import build_model
 from lba_tf.run_dir import RunDir, RunDirError, main
 from tests.tiny import TINY_OVERRIDES
@@ -40,10 +42,66 @@ def test_finished_or_different_runs_are_not_resumed(tmp_path):
     assert again.path not in (first.path, tmp_path / "synthetic" / "zzz")
 
 
-def test_explicit_run_dir_with_another_config_is_refused(tmp_path):
-    RunDir.for_training(load_config(None), str(tmp_path / "run"))
+def _checkpoint(run, step=3):
+    """The index file a checkpoint save leaves (what tells a run that trained from one that did not)."""
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    (run.checkpoints / f"ckpt-{step}.index").write_bytes(b"")
+
+
+def test_explicit_run_dir_with_checkpoints_of_another_config_is_refused(tmp_path):
+    run = RunDir.for_training(load_config(None), str(tmp_path / "run"))
+    _checkpoint(run)
     with pytest.raises(RunDirError, match=r"another config \(train.lr: 0.1 -> 0.5\)"):
         RunDir.for_training(load_config(None, ["train.lr=0.5"]), str(tmp_path / "run"))
+    assert run.read_config().train.lr == 0.1
+
+
+def test_explicit_run_dir_without_checkpoints_takes_the_new_config_and_says_so(tmp_path, caplog):
+    run = RunDir.for_training(load_config(None), str(tmp_path / "run"))
+    (run.checkpoints).mkdir()
+    (run.checkpoints / "checkpoint").write_text("")  # no ckpt-*.index: nothing was saved
+    assert not run.has_checkpoint
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="lba_tf"):
+            again = RunDir.for_training(load_config(None, ["train.lr=0.5", "train.seed=3"]), str(tmp_path / "run"))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert again.path == run.path and again.read_config().train.lr == 0.5
+    # a set: the record reaches caplog twice while the package logger still propagates
+    assert {(r.levelname, r.getMessage()) for r in caplog.records} == {
+        (
+            "WARNING",
+            f"{run.path} held the config of a run that saved no checkpoint; it now holds this one "
+            "(train.lr: 0.1 -> 0.5; train.seed: 0 -> 3)",
+        )
+    }
+
+
+def test_the_same_config_resumes_an_explicit_run_dir_silently(tmp_path, caplog):
+    run = RunDir.for_training(load_config(None), str(tmp_path / "run"))
+    _checkpoint(run)
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="lba_tf"):
+            assert RunDir.for_training(load_config(None), str(tmp_path / "run")).has_checkpoint
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert caplog.records == []
+
+
+def test_resuming_prefers_a_run_that_saved_checkpoints_to_newer_ones_that_did_not(tmp_path):
+    cfg = load_config(None)
+    base = tmp_path / "synthetic"
+    trained, failed = RunDir(base / "20260101-000000"), RunDir(base / "20260102-000000")
+    for run in (trained, failed):
+        run.write_config(cfg)
+    assert RunDir.for_training(cfg, None, runs_root=str(tmp_path)).path == failed.path  # neither trained: newest
+    _checkpoint(trained)
+    assert RunDir.for_training(cfg, None, runs_root=str(tmp_path)).path == trained.path
+    _checkpoint(failed, step=1)
+    assert RunDir.for_training(cfg, None, runs_root=str(tmp_path)).path == failed.path
+    assert sorted(p.name for p in base.iterdir()) == [trained.path.name, failed.path.name]
 
 
 def test_info_best_and_results_round_trip(tmp_path):
