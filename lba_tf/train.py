@@ -3,6 +3,9 @@
 With no ``--config`` it trains on the built-in synthetic dataset (generated on first use), so a
 new user sees the whole system work in minutes. Rerunning the same command resumes the newest
 unfinished run of the same config; ``--run-dir`` names the directory explicitly.
+
+The config, the batch layout and the dataset's file listing are checked before TensorFlow loads,
+so a mistake there is one line on stderr (exit status 2) within a second.
 """
 
 from __future__ import annotations
@@ -10,10 +13,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lba_tf.cli import add_config_arguments, config_from_args
-from lba_tf.config import ConfigError, check_initialisation
-from lba_tf.log import logger
+from lba_tf.cli import add_config_arguments
+from lba_tf.config import Config, check_batch_layout, check_initialisation, load_config
+from lba_tf.data.checks import check_training_data
+from lba_tf.data.errors import DataError
+from lba_tf.log import logger, setup_logging
 from lba_tf.run_dir import RunDir, RunDirError
+from lba_tf.runtime import tune_allocator
+
+
+def checked_config(args: argparse.Namespace) -> Config:
+    """The config of the command line, checked for training before TensorFlow loads.
+
+    Tunes the allocator (before TensorFlow starts its threads), loads the config and checks the
+    initialisation, the batch layout and the training set's listing. Logging, which imports
+    TensorFlow, is set up after.
+
+    Raises:
+        ValueError: a :class:`~lba_tf.config.ConfigError`, a
+            :class:`~lba_tf.data.errors.DataError` or a bad ``LBA_TF_MALLOC``; one line.
+    """
+    tune_allocator()
+    config = load_config(args.config, args.overrides)
+    check_initialisation(config)
+    check_batch_layout(config)
+    check_training_data(config.data)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where the synthetic dataset is generated (default: .cache)",
     )
     args = parser.parse_args(argv)
-    config = config_from_args(args)
     try:
-        check_initialisation(config)
-    except ConfigError as err:
+        config = checked_config(args)
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    setup_logging(args.verbose)
     try:
         run = RunDir.for_training(config, args.run_dir, fresh=args.fresh)
     except RunDirError as err:
@@ -60,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     from lba_tf.evaluation.results import format_table  # heavy imports after the config is valid
     from lba_tf.training.trainer import Trainer, TrainingDiverged
 
-    trainer = Trainer(config, run, cache_dir=args.cache_dir)
     try:
+        trainer = Trainer(config, run, cache_dir=args.cache_dir)
         payload = trainer.fit(max_steps=args.max_steps)
+    except DataError as err:  # found while decoding: an image, or what skipping left
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
