@@ -15,7 +15,6 @@ import sys
 
 from lba_tf.cli import add_config_arguments
 from lba_tf.config import Config, check_batch_layout, check_initialisation, load_config
-from lba_tf.data.checks import check_training_data
 from lba_tf.data.errors import DataError
 from lba_tf.log import logger, setup_logging
 from lba_tf.run_dir import RunDir, RunDirError
@@ -37,6 +36,8 @@ def checked_config(args: argparse.Namespace) -> Config:
     config = load_config(args.config, args.overrides)
     check_initialisation(config)
     check_batch_layout(config)
+    from lba_tf.data.checks import check_training_data  # the readers bring numpy and the protocols
+
     check_training_data(config.data)
     return config
 
