@@ -11,7 +11,7 @@ from tensorflow.core.framework import types_pb2
 from lba_tf.serving.errors import invalid_argument
 
 
-def _dtype_name(dtype: int) -> str:
+def dtype_name(dtype: int) -> str:
     """TensorFlow's C++ name of a DataType enum (``DT_FLOAT`` -> ``float``), as TF Serving reports it."""
     return types_pb2.DataType.Name(dtype)[3:].lower() if dtype in types_pb2.DataType.values() else str(dtype)
 
@@ -29,28 +29,32 @@ def parse_inputs(
         numpy arrays by input name, all with the same batch size.
 
     Raises:
-        ServingError: INVALID_ARGUMENT for an unknown or missing name, a wrong dtype, a shape
+        ServingError: INVALID_ARGUMENT for a wrong number of inputs, an unknown name, a wrong dtype, a shape
             the signature does not accept, a malformed tensor or unequal batch sizes.
     """
-    expected = "{" + ",".join(sorted(specs)) + "}"
-    for name in tensors:
+    # the order and messages of TF Serving's checks: the input count first
+    # (servables/tensorflow/predict_util.cc), then each alias (TensorFlow's saved_model GetInputValues)
+    sent, wanted = sorted(tensors), sorted(specs)
+    if len(sent) != len(wanted):
+        raise invalid_argument(
+            f"input size does not match signature: {len(sent)}!={len(wanted)} "
+            f"len({{{','.join(sent)}}}) != len({{{','.join(wanted)}}}). "
+            f"Sent extra: {{{','.join(sorted(set(sent) - set(wanted)))}}}. "
+            f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}."
+        )
+    for name in sent:
         if name not in specs:
             raise invalid_argument(
-                f"input tensor alias not found in signature: {name}. Inputs expected to be in the set {expected}."
+                f"input tensor alias not found in signature: {name}. "
+                f"Inputs expected to be in the set {{{','.join(wanted)}}}."
             )
-    missing = sorted(set(specs) - set(tensors))
-    if missing:
-        raise invalid_argument(
-            f"Request inputs do not match required inputs for the signature. "
-            f"Missing but required: {{{','.join(missing)}}}."
-        )
     arrays = {}
     for name, spec in specs.items():
         proto = tensors[name]
         if proto.dtype != spec.dtype.as_datatype_enum:
             raise invalid_argument(
-                f"Expects arg[{name}] to be {_dtype_name(spec.dtype.as_datatype_enum)} "
-                f"but {_dtype_name(proto.dtype)} is provided"
+                f"Expects arg[{name}] to be {dtype_name(spec.dtype.as_datatype_enum)} "
+                f"but {dtype_name(proto.dtype)} is provided"
             )
         try:
             array = tf.make_ndarray(proto)

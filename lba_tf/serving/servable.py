@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from lba_tf.export.saved_model import WARMUP_FILE
-from lba_tf.serving.errors import from_op_error, invalid_argument
+from lba_tf.serving.errors import ServingError, status_of
 from lba_tf.serving.inputs import parse_inputs
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -33,9 +34,14 @@ class Servable:
         self.signature_defs = _read_signature_defs(path)
 
     def input_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
-        """The inputs of ``signature`` by name (``ServingError`` when there is no such signature)."""
+        """The inputs of ``signature`` by name.
+
+        Raises:
+            ServingError: FAILED_PRECONDITION when there is no such signature, as TF Serving's
+                Predict (``servables/tensorflow/predict_util.cc``).
+        """
         if signature not in self.signatures:
-            raise invalid_argument(f'Serving signature name: "{signature}" not found in signature def')
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature}" not found.')
         return dict(self.signatures[signature].structured_input_signature[1])
 
     def output_names(self, signature: str) -> list[str]:
@@ -47,7 +53,7 @@ class Servable:
         try:
             outputs = self.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.OpError as err:
-            raise from_op_error(err) from None
+            raise status_of(err) from None
         return {name: value.numpy() for name, value in outputs.items()}
 
     def warm_up(self) -> int:

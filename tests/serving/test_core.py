@@ -9,7 +9,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from lba_tf.serving.batching import BatchScheduler
 from lba_tf.serving.core import ModelServerCore
 from lba_tf.serving.errors import ServingError
-from lba_tf.serving.versions import ModelManager
+from lba_tf.serving.versions import ModelManager, VersionState
 
 PIXELS = np.random.default_rng(2).integers(0, 256, (2, 30, 14, 3), np.uint8)
 
@@ -23,12 +23,13 @@ def core(export_base):
     scheduler.close()
 
 
-def _predict_request(output_filter=(), version=None, label=""):
+def _predict_request(output_filter=(), version=None, label=None, name="lba"):
     request = predict_pb2.PredictRequest(output_filter=list(output_filter))
-    request.model_spec.name, request.model_spec.signature_name = "lba", "embed_visible"
+    request.model_spec.name, request.model_spec.signature_name = name, "embed_visible"
     if version is not None:
         request.model_spec.version.value = version
-    request.model_spec.version_label = label
+    if label is not None:  # a oneof member: set, even to "", it replaces the version
+        request.model_spec.version_label = label
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(PIXELS))
     return request
 
@@ -53,15 +54,36 @@ def test_predict_answers_with_the_servable_outputs(core, servable):
     )
 
 
-def test_predict_refuses_an_unknown_output_or_a_version_label(core):
-    assert _refusal(core.predict, _predict_request(output_filter=["logits"])) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "output tensor alias not found in signature: logits Outputs expected to be in the set {embedding}.",
-    )
-    assert _refusal(core.predict, _predict_request(label="stable")) == (
-        grpc.StatusCode.NOT_FOUND,
-        "Unrecognized servable version label: stable",
-    )
+def test_predict_refuses_what_tf_serving_refuses(core):
+    no_spec = _predict_request()
+    no_spec.ClearField("model_spec")
+    cases = [
+        (no_spec, grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec"),
+        (_predict_request(name=""), grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified."),
+        (
+            _predict_request(label="stable"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: stable",
+        ),
+        (_predict_request(name="resnet"), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(resnet)"),
+        (
+            _predict_request(name="resnet", version=3),
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Specific(resnet, 3)",
+        ),
+        (
+            _predict_request(output_filter=["logits"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "output tensor alias not found in signature: logits Outputs expected to be in the set {embedding}.",
+        ),
+        (
+            _predict_request(output_filter=["embedding", "embedding"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "duplicate output tensor alias: embedding",
+        ),
+    ]
+    for request, code, message in cases:
+        assert _refusal(core.predict, request) == (code, message)
 
 
 def test_metadata_takes_only_signature_def(core):
@@ -71,6 +93,8 @@ def test_metadata_takes_only_signature_def(core):
         grpc.StatusCode.INVALID_ARGUMENT,
         "Metadata field labels is not supported",
     )
+    request.ClearField("model_spec")  # checked before the fields
+    assert _refusal(core.metadata, request) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
 
 
 def test_status_of_every_version_or_one(core):
@@ -84,3 +108,29 @@ def test_status_of_every_version_or_one(core):
     request.ClearField("model_spec")
     request.model_spec.name = "resnet"
     assert _refusal(core.status, request) == (grpc.StatusCode.NOT_FOUND, "Could not find any versions of model resnet")
+    request.ClearField("model_spec")
+    assert _refusal(core.status, request) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+
+
+class _Manager:
+    """A model manager that has handled versions 3 (given up on), 2 (served) and 1 (unloaded)."""
+
+    name = "lba"
+
+    def states(self):
+        error = ServingError(grpc.StatusCode.NOT_FOUND, "Could not find variables/variables.index in /m/3")
+        return {1: VersionState("END"), 3: VersionState("END", error), 2: VersionState("AVAILABLE")}
+
+
+def test_status_gives_each_version_its_state_and_error_highest_first():
+    response = ModelServerCore({"lba": _Manager()}, scheduler=None).status(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "lba"})
+    )
+    State = get_model_status_pb2.ModelVersionStatus.State
+    assert [
+        (s.version, s.state, s.status.error_code, s.status.error_message) for s in response.model_version_status
+    ] == [
+        (3, State.END, 5, "Could not find variables/variables.index in /m/3"),  # 5: NOT_FOUND
+        (2, State.AVAILABLE, 0, ""),
+        (1, State.END, 0, ""),
+    ]

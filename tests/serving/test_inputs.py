@@ -32,11 +32,20 @@ def _malformed():
 
 
 BAD_TENSORS = {
-    "unknown name": (
+    "one input too many": (
         _protos(images=IMAGES, modality=MODALITY, extra=MODALITY),
-        "input tensor alias not found in signature: extra. Inputs expected to be in the set {images,modality}.",
+        "input size does not match signature: 3!=2 len({extra,images,modality}) != len({images,modality}). "
+        "Sent extra: {extra}. Missing but required: {}.",
     ),
-    "missing name": (_protos(images=IMAGES), "Missing but required: {modality}."),
+    "one input too few": (
+        _protos(images=IMAGES),
+        "input size does not match signature: 1!=2 len({images}) != len({images,modality}). "
+        "Sent extra: {}. Missing but required: {modality}.",
+    ),
+    "unknown name in place of one": (
+        _protos(images=IMAGES, modality_=MODALITY),
+        "input tensor alias not found in signature: modality_. Inputs expected to be in the set {images,modality}.",
+    ),
     "wrong dtype": (
         _protos(images=IMAGES.astype(np.float32), modality=MODALITY),
         "Expects arg[images] to be uint8 but float is provided",

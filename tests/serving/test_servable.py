@@ -25,11 +25,12 @@ def test_signatures_and_their_defs(servable):
     assert {name: spec.dtype for name, spec in specs.items()} == {"images": tf.uint8, "modality": tf.int32}
 
 
-def test_unknown_signature_is_invalid_argument(servable):
+def test_unknown_signature_is_failed_precondition(servable):
+    # TF Serving's Predict (servables/tensorflow/predict_util.cc); REST checks first, as INVALID_ARGUMENT
     with pytest.raises(ServingError) as info:
         servable.input_specs("embed_thermal")
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.message == 'Serving signature name: "embed_thermal" not found in signature def'
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.message == 'Serving signature key "embed_thermal" not found.'
 
 
 @pytest.mark.parametrize("signature", SIGNATURE_NAMES)

@@ -118,8 +118,8 @@ def test_status_reports_the_version_available(model_stub):
 
 BAD_REQUESTS = {
     "unknown signature": (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "not found in signature def",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        'Serving signature key "embed_thermal" not found.',
         _request("embed_thermal", {"images": PIXELS}),
     ),
     "wrong input name": (
@@ -248,7 +248,7 @@ def test_versions_appearing_while_running_are_served(tmp_path, standin_model, ex
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:  # nothing exported yet
                 _embed(stub, "embed_visible", {"images": PIXELS})
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
             # a partial copy under a temporary name is ignored; the rename makes it version 1
             os.makedirs(model_dir)
