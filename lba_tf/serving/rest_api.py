@@ -2,110 +2,54 @@
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import re
+import socket
 import threading
-from collections.abc import Callable, Mapping
+import urllib.parse
 
 import grpc
-import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from lba_tf.log import logger
 from lba_tf.serving.core import ModelServerCore
-from lba_tf.serving.errors import ServingError, invalid_argument
+from lba_tf.serving.errors import ServingError, bind_error, invalid_argument
+from lba_tf.serving.http_body import HttpRefusal, declared_length, read_body
+from lba_tf.serving.json_tensor import rest_predict_request, rest_predict_response
 from lba_tf.serving.servable import DEFAULT_SIGNATURE
 
-_HTTP_STATUS = {
+HTTP_STATUS = {
+    # model_servers/http_server.cc ToHTTPStatusCode; a code not listed is 500
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
 }
-_REST_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-    r"(?P<verb>:predict|/metadata)?$"
+"""The HTTP status TF Serving's REST API gives for each gRPC code."""
+
+# the routes of model_servers/http_rest_api_util.cc (RE2 with (?i): case-insensitive, whole path)
+_API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)", re.IGNORECASE
 )
-
-
-def _json_bytes(value):
-    """A JSON string, ``{"b64": ...}`` or nested list of them -> bytes (nested lists of bytes)."""
-    if isinstance(value, list):
-        return [_json_bytes(v) for v in value]
-    if isinstance(value, dict) and "b64" in value:
-        return base64.b64decode(value["b64"])
-    if isinstance(value, str):
-        return value.encode()
-    raise ValueError(f'expected a string or {{"b64": ...}}, got {type(value).__name__}')
-
-
-def _json_column(values, spec: tf.TensorSpec) -> np.ndarray:
-    """A JSON batch of one input -> numpy of the signature's dtype (``{"b64": ...}`` for bytes)."""
-    if spec.dtype == tf.string:
-        return np.array(_json_bytes(values), dtype=object)
-    return np.asarray(values, dtype=spec.dtype.as_numpy_dtype)
-
-
-def rest_predict_request(
-    body: dict, name: str, version: int | None, specs: Mapping[str, tf.TensorSpec]
-) -> tuple[predict_pb2.PredictRequest, bool]:
-    """TF Serving's REST predict body -> a PredictRequest (and whether it used the row format).
-
-    Args:
-        body: ``{"signature_name"?, "instances": [...]}`` (row format: one entry per example, a
-            value when the signature has one input, else ``{input: value}``) or
-            ``{"signature_name"?, "inputs": {input: batch} | batch}`` (columnar format).
-        name: model name from the URL.
-        version: version from the URL, or ``None``.
-        specs: the signature's inputs by name.
-    """
-    if ("instances" in body) == ("inputs" in body):
-        raise invalid_argument('JSON object must have exactly one of "instances" or "inputs"')
-    row_format = "instances" in body
-    if row_format:
-        instances = body["instances"]
-        if not isinstance(instances, list):
-            raise invalid_argument('"instances" must be a list')
-        if all(isinstance(item, dict) and "b64" not in item for item in instances) and instances:
-            columns = {key: [item.get(key) for item in instances] for key in instances[0]}
-        elif len(specs) == 1:
-            columns = {next(iter(specs)): instances}
-        else:
-            raise invalid_argument("with several inputs, each instance must be an object {input: value}")
-    else:
-        inputs = body["inputs"]
-        columns = inputs if isinstance(inputs, dict) and "b64" not in inputs else {next(iter(specs)): inputs}
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = body.get("signature_name", "")
-    if version is not None:
-        request.model_spec.version.value = version
-    for key, values in columns.items():
-        if key not in specs:
-            raise invalid_argument(f"input tensor alias not found in signature: {key}")
-        try:
-            array = _json_column(values, specs[key])
-        except (ValueError, TypeError, OverflowError) as err:
-            raise invalid_argument(f"input {key}: {err}") from None
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(array))
-    return request, row_format
-
-
-def rest_predict_response(response: predict_pb2.PredictResponse, row_format: bool) -> dict:
-    """A PredictResponse as TF Serving's REST JSON (``predictions`` rows or ``outputs`` columns)."""
-    outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-    if row_format:
-        if len(outputs) == 1:
-            return {"predictions": next(iter(outputs.values())).tolist()}
-        size = len(next(iter(outputs.values())))
-        return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()} for i in range(size)]}
-    if len(outputs) == 1:
-        return {"outputs": next(iter(outputs.values())).tolist()}
-    return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.IGNORECASE
+)
 
 
 def _to_json(message) -> dict:
@@ -115,108 +59,230 @@ def _to_json(message) -> dict:
     )
 
 
+def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
+    """The ModelSpec of a URL's parts, as ``ParseModelInfo`` and ``FillModelSpecWithNameVersionAndLabel``."""
+    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
+    if version is not None:
+        if int(version) >= 2**63:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+        spec.version.value = int(version)
+    if label is not None:
+        spec.version_label = urllib.parse.unquote(label)
+    return spec
+
+
 class RestServer(http.server.ThreadingHTTPServer):
-    """An HTTP server of TF Serving's REST routes, answering with ``core``; one thread per request.
+    """An HTTP server of TF Serving's REST routes, answering with ``core``; one thread per connection.
 
     Args:
         address: ``(host, port)`` to bind; port 0 picks a free one (see ``server_address``).
         core: the request handling.
-        max_body_bytes: largest predict body accepted.
+        max_body_bytes: largest request body; a larger one is refused by its headers (413).
+        max_connections: connections served at once; one more is answered 503 and closed.
+        idle_timeout_s: a connection silent this long (between requests, or mid-request) is closed.
+
+    Raises:
+        PortError: ``address`` cannot be bound.
     """
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], core: ModelServerCore, max_body_bytes: int):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        core: ModelServerCore,
+        max_body_bytes: int,
+        max_connections: int = 64,
+        idle_timeout_s: float = 30.0,
+    ):
         try:
             super().__init__(address, RestHandler)
         except OSError as err:
-            raise OSError(f"cannot bind {address[0]}:{address[1]} for REST: {err.strerror or err}") from None
-        self.core, self.max_body_bytes = core, max_body_bytes
+            raise bind_error(address[0], address[1], "REST", err) from None
+        self.core, self.max_body_bytes, self.idle_timeout_s = core, max_body_bytes, idle_timeout_s
+        self._slots = threading.BoundedSemaphore(max_connections)
 
     def start(self) -> None:
         """Serve in a background thread until ``shutdown()``."""
         threading.Thread(target=self.serve_forever, name="rest", daemon=True).start()
 
+    def process_request(self, request: socket.socket, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse_connection(request, "too many connections; try again later")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection that broke (reset by the client, a write timing out): logged, not printed."""
+        logger.debug("rest: connection from %s failed", client_address, exc_info=True)
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse_connection(sock: socket.socket, message: str) -> None:
+    """Answer 503 on a connection not served, without waiting on the client."""
+    data = json.dumps({"error": message}).encode()
+    head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + data)
+    except OSError:
+        pass  # the client is gone or not reading: it loses nothing it would have read
+
 
 class RestHandler(http.server.BaseHTTPRequestHandler):
-    """One HTTP request to a ``RestServer``, answered as TF Serving's REST API answers it.
+    """The requests of one connection to a ``RestServer``, answered as TF Serving's REST API answers them.
 
-    Routes: ``GET /v1/models/<name>[/versions/<n>]`` (status), ``GET .../metadata`` and
-    ``POST .../models/<name>[/versions/<n>]:predict``; errors are ``{"error": message}``.
+    Routes: ``GET /v1/models/<name>[/versions/<n>|/labels/<l>]`` (status), ``GET .../metadata``
+    and ``POST /v1/models/<name>[/versions/<n>|/labels/<l>]:predict``; errors are
+    ``{"error": message}`` with the HTTP status of their gRPC code (:data:`HTTP_STATUS`).
     """
 
     protocol_version = "HTTP/1.1"
     server: RestServer
 
+    def setup(self):
+        self.timeout = self.server.idle_timeout_s  # applied to the socket by StreamRequestHandler.setup
+        super().setup()
+
     def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's signature)
         logger.debug("rest: " + format, *args)
 
+    def handle_expect_100(self):
+        """``Expect: 100-continue``: refuse an oversized body before the client sends it (as libevent)."""
+        try:
+            declared_length(self.headers, self.server.max_body_bytes)
+        except HttpRefusal as refusal:
+            self._refuse(refusal)
+            return False
+        return super().handle_expect_100()
+
     def do_GET(self):
-        self._handle(self._get)
+        self._handle()
 
     def do_POST(self):
-        self._handle(self._post)
+        self._handle()
 
-    def _send(self, status: int, payload: dict) -> None:
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET  # in /v1/: "Malformed request" (400), as TF Serving
+
+    def do_OPTIONS(self):
+        """A CORS preflight: 200 with an Origin header, else FAILED_PRECONDITION (model_servers/http_server.cc)."""
+        if self._read_body_or_refuse() is None:
+            return
+        if re.search(r"https?://", self.headers.get("Origin", "")):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._send(400, {"error": "Origin header is missing in CORS preflight"})
+
+    def _send(self, status: int, payload: dict, close: bool = False) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    def _handle(self, method: Callable[[], dict]) -> None:
+    def _refuse(self, refusal: HttpRefusal) -> None:
+        """Answer ``refusal`` and close: the rest of the body, unread, cannot be told from the next request."""
+        self._send(refusal.status, {"error": refusal.message}, close=True)
         try:
-            self._send(200, method())
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(1.0)
+            for _ in range(16):  # linger a little, so that the client reads the answer before the close
+                if not self.connection.recv(64 * 1024):
+                    break
+        except OSError:
+            pass
+
+    def _read_body_or_refuse(self) -> bytearray | None:
+        """The request body, or ``None`` when it was refused (answered) or stopped arriving (closed)."""
+        try:
+            return read_body(self.rfile, self.headers, self.server.max_body_bytes)
+        except HttpRefusal as refusal:
+            self._refuse(refusal)
+        except TimeoutError:  # the client stopped sending mid-body
+            self.close_connection = True
+        return None
+
+    def _handle(self) -> None:
+        # the whole body first, as TF Serving's server (libevent) reads it before any routing
+        body = self._read_body_or_refuse()
+        if body is None:
+            return
+        try:
+            self._send(200, self._answer(body))
         except ServingError as err:
-            self._send(_HTTP_STATUS.get(err.code, 500), {"error": err.message})
+            self._send(HTTP_STATUS.get(err.code, 500), {"error": err.message})
         except Exception as err:
             logger.exception("rest request failed")
             self._send(500, {"error": f"{type(err).__name__}: {err}"})
 
-    def _route(self) -> tuple[str, int | None, str | None]:
-        match = _REST_PATH.match(self.path)
-        if match is None:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {self.command} {self.path}")
-        version = int(match["version"]) if match["version"] else None
-        return match["name"], version, match["verb"]
+    def _answer(self, body: bytearray) -> dict:
+        path = urllib.parse.urlsplit(self.path).path
+        if not _API_PATH.fullmatch(path):  # no handler in TF Serving: its HTTP server answers 404
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {path} (TF Serving's REST API is under /v1/)")
+        malformed = invalid_argument(f"Malformed request: {self.command} {path}")
+        if self.command == "POST":
+            match = _PREDICT_PATH.fullmatch(path)
+            if match is None:
+                raise malformed
+            spec = _model_spec(*match.group(1, 2, 3))
+            if match[4] == "predict":
+                return self._predict(spec, body)
+            if match[4] in ("classify", "regress"):
+                raise invalid_argument(f"{match[4]} needs a {match[4]} signature; this model has predict signatures")
+            raise malformed  # ":PREDICT": matched case-insensitively, compared exactly
+        if self.command == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+            if match is None:
+                raise malformed
+            if not match[1]:
+                raise invalid_argument("Missing model name in request.")
+            spec = _model_spec(*match.group(1, 2, 3))
+            if match[4] == "metadata":
+                return self._metadata(spec)
+            return _to_json(self.server.core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec)))
+        raise malformed
 
-    @staticmethod
-    def _spec(name: str, version: int | None) -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=name)
-        if version is not None:
-            spec.version.value = version
-        return spec
+    def _metadata(self, spec: model_pb2.ModelSpec) -> dict:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
+        response = self.server.core.metadata(request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {"model_spec": _to_json(response.model_spec), "metadata": {"signature_def": _to_json(signature_map)}}
 
-    def _get(self) -> dict:
-        name, version, verb = self._route()
-        spec = self._spec(name, version)
-        if verb == "/metadata":
-            request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
-            response = self.server.core.metadata(request)
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            response.metadata["signature_def"].Unpack(signature_map)
-            return {"model_spec": _to_json(response.model_spec), "metadata": {"signature_def": _to_json(signature_map)}}
-        if verb is None:
-            response = self.server.core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
-            return _to_json(response)
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: GET {self.path}")
-
-    def _post(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        body_bytes = self.rfile.read(length)  # read even when refusing, to keep the connection sane
-        name, version, verb = self._route()
-        if verb != ":predict":
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: POST {self.path}")
-        if length > self.server.max_body_bytes:
-            raise invalid_argument(f"request body of {length} bytes exceeds {self.server.max_body_bytes}")
+    def _predict(self, spec: model_pb2.ModelSpec, data: bytearray) -> dict:
+        """The steps of TF Serving's ``ProcessPredictRequest``, in its order."""
+        if not data:
+            raise invalid_argument("JSON Parse error: The document is empty")
         try:
-            body = json.loads(body_bytes)
+            body = json.loads(data)
+        except RecursionError:
+            raise invalid_argument("JSON Parse error: nested too deeply") from None
         except ValueError as err:
-            raise invalid_argument(f"JSON Parse error: {err}") from None
+            at = f" at offset: {err.pos}" if isinstance(err, json.JSONDecodeError) else ""
+            raise invalid_argument(f"JSON Parse error: {getattr(err, 'msg', err)}{at}") from None
         if not isinstance(body, dict):
-            raise invalid_argument("JSON Value is not an object")
-        _, servable = self.server.core.resolve(self._spec(name, version))
+            raise invalid_argument(f"JSON Value: {json.dumps(body)[:80]} Is not object")
+        if not isinstance(body.get("signature_name", ""), str):
+            raise invalid_argument(
+                f"JSON Value: {json.dumps(body)[:80]} not formatted correctly. "
+                "'signature_name' key must be a string value."
+            )
+        _, servable = self.server.core.resolve(spec)
         signature = body.get("signature_name") or DEFAULT_SIGNATURE
-        request, row_format = rest_predict_request(body, name, version, servable.input_specs(signature))
+        if signature not in servable.signatures:  # REST's own check (HttpRestApiHandler::GetInfoMap)
+            raise invalid_argument(f'Serving signature name: "{signature}" not found in signature def')
+        request, row_format = rest_predict_request(body, spec, servable.input_specs(signature))
         return rest_predict_response(self.server.core.predict(request), row_format)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-LIGHT = ["lba_tf.serving.server", "lba_tf.serving.batching", "lba_tf.serving.errors"]
+LIGHT = ["lba_tf.serving.server", "lba_tf.serving.batching", "lba_tf.serving.errors", "lba_tf.serving.http_body"]
 """Modules that import without TensorFlow: the command line's ``--help`` and the allocator come first."""
 
 HEAVY = [
@@ -19,6 +19,7 @@ HEAVY = [
     "lba_tf.serving.versions",
     "lba_tf.serving.core",
     "lba_tf.serving.grpc_api",
+    "lba_tf.serving.json_tensor",
     "lba_tf.serving.rest_api",
 ]
 

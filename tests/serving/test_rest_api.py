@@ -1,112 +1,52 @@
-"""REST front end: TF Serving's JSON bodies to PredictRequests and back, routes and errors over HTTP."""
+"""REST front end over HTTP: routes and refusals as TF Serving's, bodies capped by their headers, few connections."""
 
-import base64
 import http.client
 import json
+import socket
 
 import grpc
-import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import get_model_status_pb2
 
-from lba_tf.serving.errors import ServingError
-from lba_tf.serving.rest_api import RestServer, rest_predict_request, rest_predict_response
+from lba_tf.serving.errors import PortError, ServingError
+from lba_tf.serving.rest_api import RestServer
 
-DEFAULT_SPECS = {"images": tf.TensorSpec([None, None, None, 3], tf.uint8), "modality": tf.TensorSpec([None], tf.int32)}
-BYTES_SPECS = {"image_bytes": tf.TensorSpec([None], tf.string)}
+MAX_BODY = 64
 
 
-def _inputs(request):
-    return {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+class _Core:
+    """Request handling that records the ModelSpec of a status request, breaks for model "boom",
+    and knows no model to predict with (so a body that parses ends in NOT_FOUND)."""
 
-
-def test_row_format_objects_become_columns():
-    images = np.zeros((2, 2, 1, 3), np.uint8)
-    body = {
-        "signature_name": "serving_default",
-        "instances": [{"images": images[0].tolist(), "modality": 0}, {"images": images[1].tolist(), "modality": 1}],
-    }
-    request, row_format = rest_predict_request(body, "lba", 3, DEFAULT_SPECS)
-    assert row_format
-    assert (request.model_spec.name, request.model_spec.version.value, request.model_spec.signature_name) == (
-        "lba",
-        3,
-        "serving_default",
-    )
-    arrays = _inputs(request)
-    assert arrays["images"].dtype == np.uint8 and arrays["images"].shape == (2, 2, 1, 3)
-    assert arrays["modality"].dtype == np.int32 and arrays["modality"].tolist() == [0, 1]
-
-
-def test_row_format_values_and_b64_go_to_the_one_input():
-    body = {"instances": [{"b64": base64.b64encode(b"\x89PNG").decode()}, "text"]}
-    request, row_format = rest_predict_request(body, "lba", None, BYTES_SPECS)
-    assert row_format and not request.model_spec.HasField("version") and request.model_spec.signature_name == ""
-    assert _inputs(request)["image_bytes"].tolist() == [b"\x89PNG", b"text"]
-
-
-def test_columnar_format_by_name_or_bare():
-    request, row_format = rest_predict_request(
-        {"inputs": {"modality": [1, 0], "images": [[[[1, 2, 3]]]] * 2}}, "lba", None, DEFAULT_SPECS
-    )
-    assert not row_format and _inputs(request)["modality"].tolist() == [1, 0]
-    request, _ = rest_predict_request(
-        {"inputs": [{"b64": base64.b64encode(b"abc").decode()}]}, "lba", None, BYTES_SPECS
-    )
-    assert _inputs(request)["image_bytes"].tolist() == [b"abc"]
-
-
-BAD_BODIES = {
-    "neither instances nor inputs": ({}, DEFAULT_SPECS, 'exactly one of "instances" or "inputs"'),
-    "both": ({"instances": [], "inputs": {}}, DEFAULT_SPECS, 'exactly one of "instances" or "inputs"'),
-    "instances not a list": ({"instances": {"images": []}}, DEFAULT_SPECS, '"instances" must be a list'),
-    "bare values for two inputs": ({"instances": [1, 2]}, DEFAULT_SPECS, "each instance must be an object"),
-    "unknown input": ({"inputs": {"pixels": [1]}}, DEFAULT_SPECS, "input tensor alias not found in signature: pixels"),
-    "number for bytes": ({"instances": [3]}, BYTES_SPECS, "input image_bytes: expected a string"),
-    "out of range": ({"inputs": {"modality": [2**40], "images": []}}, DEFAULT_SPECS, "input modality:"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_BODIES))
-def test_bad_body_is_invalid_argument(case):
-    body, specs, message = BAD_BODIES[case]
-    with pytest.raises(ServingError) as info:
-        rest_predict_request(body, "lba", None, specs)
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in info.value.message
-
-
-def _response(**outputs):
-    response = predict_pb2.PredictResponse()
-    for name, value in outputs.items():
-        response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value, np.float32)))
-    return response
-
-
-def test_response_as_rows_or_columns():
-    one = _response(embedding=[[1, 0], [0, 1]])
-    assert rest_predict_response(one, row_format=True) == {"predictions": [[1, 0], [0, 1]]}
-    assert rest_predict_response(one, row_format=False) == {"outputs": [[1, 0], [0, 1]]}
-    two = _response(a=[1, 2], b=[3, 4])
-    assert rest_predict_response(two, row_format=True) == {"predictions": [{"a": 1, "b": 3}, {"a": 2, "b": 4}]}
-    assert rest_predict_response(two, row_format=False) == {"outputs": {"a": [1, 2], "b": [3, 4]}}
-
-
-class _BrokenCore:
-    """Request handling that fails as a bug would."""
+    def __init__(self):
+        self.specs = []
 
     def status(self, request):
-        raise RuntimeError("boom")
+        self.specs.append(request.model_spec)
+        if request.model_spec.name == "boom":
+            raise RuntimeError("boom")
+        return get_model_status_pb2.GetModelStatusResponse(model_version_status=[{"version": 1, "state": "AVAILABLE"}])
+
+    def resolve(self, model_spec):
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({model_spec.name})")
+
+
+def _start(**options):
+    server = RestServer(("127.0.0.1", 0), _Core(), max_body_bytes=options.pop("max_body_bytes", MAX_BODY), **options)
+    server.start()
+    return server
+
+
+def _stop(server):
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
 def rest_server():
-    server = RestServer(("127.0.0.1", 0), _BrokenCore(), max_body_bytes=64)
-    server.start()
+    server = _start()
     yield server
-    server.shutdown()
-    server.server_close()
+    _stop(server)
 
 
 def _call(server, method, path, body=b""):
@@ -114,7 +54,8 @@ def _call(server, method, path, body=b""):
     try:
         connection.request(method, path, body=body, headers={"Content-Length": str(len(body))})
         response = connection.getresponse()
-        return response.status, json.loads(response.read())
+        data = response.read()
+        return response.status, json.loads(data) if data else None
     finally:
         connection.close()
 
@@ -122,13 +63,29 @@ def _call(server, method, path, body=b""):
 @pytest.mark.parametrize(
     "method, path, body, status, message",
     [
-        ("GET", "/v2/models/lba", b"", 404, "Malformed request: GET /v2/models/lba"),
-        ("GET", "/v1/models/lba:predict", b"", 404, "Malformed request: GET /v1/models/lba:predict"),
-        ("POST", "/v1/models/lba/metadata", b"{}", 404, "Malformed request: POST /v1/models/lba/metadata"),
-        ("POST", "/v1/models/lba:predict", b"x" * 65, 400, "request body of 65 bytes exceeds 64"),
-        ("POST", "/v1/models/lba:predict", b"{not json", 400, "JSON Parse error"),
-        ("POST", "/v1/models/lba:predict", b"[1, 2]", 400, "JSON Value is not an object"),
-        ("GET", "/v1/models/lba", b"", 500, "RuntimeError: boom"),
+        # model_servers/http_rest_api_handler.cc and http_rest_api_util.cc; a path outside /v1/ has no handler (404)
+        ("GET", "/v2/models/lba", b"", 404, "Not found: /v2/models/lba"),
+        ("GET", "/v1/models/lba:predict", b"", 400, "Malformed request: GET /v1/models/lba:predict"),
+        ("POST", "/v1/models/lba/metadata", b"{}", 400, "Malformed request: POST /v1/models/lba/metadata"),
+        ("POST", "/v1/models/lba:PREDICT", b"{}", 400, "Malformed request: POST /v1/models/lba:PREDICT"),
+        ("PUT", "/v1/models/lba", b"", 400, "Malformed request: PUT /v1/models/lba"),
+        ("DELETE", "/v1/models/lba", b"", 400, "Malformed request: DELETE /v1/models/lba"),
+        ("GET", "/v1/models", b"", 400, "Missing model name in request."),
+        ("GET", "/v1/models/lba/versions/9223372036854775808", b"", 400, "Failed to convert version"),
+        ("POST", "/v1/models/lba:classify", b"{}", 400, "classify needs a classify signature"),
+        ("POST", "/v1/models/lba:predict", b"", 400, "JSON Parse error: The document is empty"),
+        ("POST", "/v1/models/lba:predict", b"{not json", 400, "JSON Parse error: Expecting property name"),
+        ("POST", "/v1/models/lba:predict", b"[1, 2]", 400, "JSON Value: [1, 2] Is not object"),
+        (
+            "POST",
+            "/v1/models/lba:predict",
+            b'{"signature_name": 3}',
+            400,
+            'JSON Value: {"signature_name": 3} not formatted',
+        ),
+        ("POST", "/v1/models/lba:predict", b'{"instances": [1]}', 404, "Servable not found for request: Latest(lba)"),
+        ("POST", "/v1/models/lba:predict", b"x" * (MAX_BODY + 1), 413, "request body of 65 bytes exceeds the limit"),
+        ("GET", "/v1/models/boom", b"", 500, "RuntimeError: boom"),
     ],
 )
 def test_routes_and_bodies_refused_with_http_status(rest_server, method, path, body, status, message):
@@ -137,7 +94,129 @@ def test_routes_and_bodies_refused_with_http_status(rest_server, method, path, b
     assert got_body["error"].startswith(message)
 
 
+def test_status_route_reads_name_version_and_label(rest_server):
+    for path in ("/v1/models/my%20model/versions/7", "/V1/MODELS/lba/labels/canary?x=1"):
+        status, body = _call(rest_server, "GET", path)
+        assert status == 200
+        assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}
+    first, second = rest_server.core.specs[-2:]
+    assert (first.name, first.version.value) == ("my model", 7)
+    assert (second.name, second.version_label) == ("lba", "canary")
+
+
+def test_cors_preflight_needs_an_origin(rest_server):
+    assert _call(rest_server, "OPTIONS", "/v1/models/lba") == (
+        400,
+        {"error": "Origin header is missing in CORS preflight"},
+    )
+
+
+def _raw(server, data, timeout=30):
+    """Send ``data`` on a fresh connection and read until the server closes it (or ``timeout``)."""
+    with socket.create_connection(server.server_address, timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def _status_and_error(answer):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]
+
+
+def test_a_body_declared_over_the_cap_is_refused_from_its_headers_alone(rest_server):
+    # only the headers are sent: an answer proves the server did not wait for the gigabyte
+    answer = _raw(rest_server, b"POST /v1/models/lba:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
+    assert _status_and_error(answer) == (
+        413,
+        f"request body of 1073741824 bytes exceeds the limit of {MAX_BODY} bytes (the server's --max-message-mb)",
+    )
+    assert b"Connection: close" in answer
+
+
+def test_expect_100_continue_is_refused_before_the_body(rest_server):
+    request = (
+        b"POST /v1/models/lba:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    answer = _raw(rest_server, request)
+    assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer
+
+
+@pytest.mark.parametrize("value", [b"abc", b"-1", b"1, 2"])
+def test_a_bad_content_length_is_400(rest_server, value):
+    answer = _raw(
+        rest_server, b"POST /v1/models/lba:predict HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n"
+    )
+    assert _status_and_error(answer)[0] == 400
+
+
+def test_a_chunked_body_is_read_and_capped(rest_server):
+    head = b"POST /v1/models/lba:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    answer = _raw(rest_server, head + b"2\r\n[1\r\n3\r\n, 2\r\n1\r\n]\r\n0\r\n\r\n")
+    assert _status_and_error(answer) == (400, "JSON Value: [1, 2] Is not object")  # the chunks, joined and parsed
+    answer = _raw(rest_server, head + b"40\r\n" + b" " * 64 + b"\r\n1\r\n")  # the 65th byte is never sent
+    assert _status_and_error(answer)[0] == 413
+
+
+def test_connections_over_the_cap_are_answered_503_and_the_others_served():
+    server = _start(max_connections=2)
+    try:
+        idle = [socket.create_connection(server.server_address, timeout=30) for _ in range(2)]
+        assert _status_and_error(_raw(server, b"GET /v1/models/lba HTTP/1.1\r\n\r\n")) == (
+            503,
+            "too many connections; try again later",
+        )
+        idle.pop().close()
+        for _ in range(100):  # until the closed connection's slot is free again
+            answer = _raw(server, b"GET /v1/models/lba HTTP/1.1\r\nConnection: close\r\n\r\n")
+            if not answer.startswith(b"HTTP/1.1 503"):
+                break
+        assert answer.startswith(b"HTTP/1.1 200")
+        idle.pop().close()
+    finally:
+        _stop(server)
+
+
+def test_an_idle_connection_is_closed():
+    server = _start(idle_timeout_s=0.2)
+    try:
+        assert _raw(server, b"") == b""  # nothing sent: closed without an answer
+        assert _raw(server, b"POST /v1/models/lba:predict HTTP/1.1\r\nContent-Length: 10\r\n\r\n{") == b""  # mid-body
+    finally:
+        _stop(server)
+
+
+def _vm_size_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+
+
+def test_idle_connections_declaring_a_gigabyte_do_not_reserve_it():
+    # each connection declares 1 GiB (within the cap) and sends 1 KiB: reserving the declared size
+    # would add 20 GiB of address space; reading in pieces adds thread stacks and malloc arenas
+    server = _start(max_body_bytes=1 << 30, max_connections=32)
+    connections = []
+    try:
+        before = _vm_size_kib()
+        for _ in range(20):
+            sock = socket.create_connection(server.server_address, timeout=30)
+            sock.sendall(b"POST /v1/models/lba:predict HTTP/1.1\r\nContent-Length: 1073741823\r\n\r\n" + b" " * 1024)
+            connections.append(sock)
+        assert (
+            _status_and_error(_raw(server, b"GET /v1/models/lba/versions/x HTTP/1.1\r\nConnection: close\r\n\r\n"))[0]
+            == 400
+        )
+        grown = _vm_size_kib() - before
+        assert grown < 4 << 20, f"VmSize grew by {grown} KiB"
+    finally:
+        for sock in connections:
+            sock.close()
+        _stop(server)
+
+
 def test_taken_port_names_the_address(rest_server):
     port = rest_server.server_address[1]
-    with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port} for REST"):
-        RestServer(("127.0.0.1", port), _BrokenCore(), max_body_bytes=64)
+    with pytest.raises(PortError, match=f"port {port} is in use \\(REST on 127.0.0.1\\)"):
+        RestServer(("127.0.0.1", port), _Core(), max_body_bytes=MAX_BODY)
