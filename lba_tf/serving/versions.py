@@ -142,11 +142,12 @@ class ModelManager:
             return
         self._set_state(version, VersionState("END", error))
         logger.error(
-            "model %s: version %d is not served: it failed to load %d times (%s: %s); "
+            "model %s: version %d is not served: %d of %d load attempts failed (%s: %s); "
             "it is tried again once its directory changes",
             self.name,
             version,
             attempts.failures,
+            total,
             error.code.name,
             error.message,
         )

@@ -3,6 +3,7 @@
 import base64
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -21,11 +22,18 @@ import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
-from lba_tf.export.saved_model import SIGNATURE_NAMES, export_saved_model, reference_embeddings, sample_inputs
+from lba_tf.export.saved_model import (
+    SIGNATURE_NAMES,
+    WARMUP_FILE,
+    export_saved_model,
+    reference_embeddings,
+    sample_inputs,
+)
 from lba_tf.serving.server import serve
 from tests.serving.standin import IMAGE_SIZE, StandInEncoder
 
@@ -279,6 +287,102 @@ def test_versions_appearing_while_running_are_served(tmp_path, standin_model, ex
             with pytest.raises(grpc.RpcError) as info:
                 _embed(stub, "embed_visible", {"images": PIXELS}, version=1)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        handle.stop(grace=0.5)
+
+
+def test_an_incomplete_version_completed_later_is_served_while_the_old_one_answers(
+    tmp_path, export_base, standin_model, caplog
+):
+    # a copy that wrote saved_model.pb before variables/: loading fails, and completing
+    # variables/ does not touch the version directory's mtime; the retries pick it up
+    model_dir = tmp_path / "lba"
+    shutil.copytree(export_base / "lba" / "1", model_dir / "1")
+    other = StandInEncoder(seed=7)
+    staged = export_saved_model(other, str(tmp_path / "staging"), "lba", image_size=IMAGE_SIZE)
+    handle = serve(
+        str(model_dir),
+        "lba",
+        port=0,
+        poll_seconds=0.1,
+        num_versions=1,
+        max_num_load_retries=100,
+        load_retry_interval_s=0.1,
+    )
+    answered, failures, stop = [], [], threading.Event()
+
+    def ask():
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    out, spec = _embed(stub, "embed_visible", {"images": PIXELS[:1]})
+                    answered.append((spec.version.value, out))
+                except grpc.RpcError as err:
+                    failures.append(err.code())
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        shutil.copytree(staged, model_dir / "2", ignore=lambda d, names: names if d.endswith("variables") else [])
+        stamp = os.stat(model_dir / "2").st_mtime_ns
+        failed = "model lba: version 2 failed to load (attempt 1 of 101)"
+        with caplog.at_level(logging.WARNING, logger="lba_tf"):
+            assert _wait(lambda: any(r.getMessage().startswith(failed) for r in caplog.records))
+        states = handle.core.models["lba"].states()
+        assert (states[1].state, states[2].state) == ("AVAILABLE", "LOADING")
+        for name in os.listdir(os.path.join(staged, "variables")):
+            shutil.copy(os.path.join(staged, "variables", name), model_dir / "2" / "variables")
+        assert os.stat(model_dir / "2").st_mtime_ns == stamp
+        assert _wait(lambda: answered and answered[-1][0] == 2, timeout=60)
+    finally:
+        stop.set()
+        asker.join()
+        handle.stop(grace=0.5)
+    versions = [version for version, _ in answered]
+    assert failures == [] and versions == sorted(versions) and versions[0] == 1  # 1 until 2 is served
+    want = {
+        v: reference_embeddings(m, "embed_visible", {"images": PIXELS[:1]}, IMAGE_SIZE)
+        for v, m in ((1, standin_model), (2, other))
+    }
+    for version, out in answered:
+        np.testing.assert_allclose(out, want[version], atol=1e-5)
+
+
+def test_a_version_whose_warm_up_fails_is_reported_in_status_and_log(tmp_path, export_base, caplog):
+    model_dir = tmp_path / "lba"
+    shutil.copytree(export_base / "lba" / "1", model_dir / "1")
+    with open(model_dir / "1" / WARMUP_FILE, "wb") as f:
+        f.write(b"not a TFRecord file")
+    with caplog.at_level(logging.ERROR, logger="lba_tf"):
+        handle = serve(str(model_dir), "lba", port=0, rest_port=0, max_num_load_retries=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                _embed(prediction_service_pb2_grpc.PredictionServiceStub(channel), "embed_visible", {"images": PIXELS})
+            assert (info.value.code(), info.value.details()) == (
+                grpc.StatusCode.NOT_FOUND,
+                "Servable not found for request: Latest(lba)",
+            )
+            statuses = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "lba"}), timeout=30
+            )
+        (status,) = statuses.model_version_status
+        assert (status.version, status.state) == (1, get_model_status_pb2.ModelVersionStatus.END)
+        assert status.status.error_code == grpc.StatusCode.DATA_LOSS.value[0] and status.status.error_message
+        code, body = _rest(handle, "/v1/models/lba")
+        assert code == 200 and body["model_version_status"] == [
+            {
+                "version": "1",
+                "state": "END",
+                "status": {"error_code": "DATA_LOSS", "error_message": status.status.error_message},
+            }
+        ]
+        reason = f"DATA_LOSS: {status.status.error_message}"
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+            f"model lba: version 1 is not served: 1 of 1 load attempts failed ({reason}); "
+            "it is tried again once its directory changes"
+        ]
     finally:
         handle.stop(grace=0.5)
 

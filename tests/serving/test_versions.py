@@ -97,7 +97,7 @@ def test_failed_load_is_retried_then_given_up_until_the_directory_changes(tmp_pa
     assert state.error.message == f"OSError: no variables in {tmp_path / '1'}"
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
-        f"model lba: version 1 is not served: it failed to load 3 times (UNKNOWN: OSError: no variables in "
+        f"model lba: version 1 is not served: 3 of 3 load attempts failed (UNKNOWN: OSError: no variables in "
         f"{tmp_path / '1'}); it is tried again once its directory changes"
     ]
     assert [r.getMessage().split(",")[0] for r in caplog.records if r.levelno == logging.WARNING] == [
