@@ -43,21 +43,27 @@ class Hook:
 class NonFiniteStop(Hook):
     """Stop with :class:`TrainingDiverged` as soon as the total loss is NaN or infinite.
 
+    The loss of step ``t`` is computed on the weights after ``t - 1`` updates, so a non-finite loss
+    there condemns the state of step ``t - 1`` too; the checkpoint named as good is the newest of
+    step ``t - 2`` or earlier, whose next loss was finite.
+
     Args:
         steps_per_epoch: to name the epoch in the message.
-        last_checkpoint: returns the newest checkpoint's path (or None), named in the message.
+        last_checkpoint: the newest checkpoint's path of at most a given global step (or None).
     """
 
-    def __init__(self, steps_per_epoch: int, last_checkpoint: Callable[[], str | None]):
+    def __init__(self, steps_per_epoch: int, last_checkpoint: Callable[[int], str | None]):
         self.steps_per_epoch = steps_per_epoch
         self.last_checkpoint = last_checkpoint
 
     def after_step(self, step, logs):
         if not math.isfinite(logs["total"]):
+            good = self.last_checkpoint(step - 2)
             raise TrainingDiverged(
                 f"non-finite loss at step {step} (epoch {(step - 1) // self.steps_per_epoch + 1}): "
                 + ", ".join(f"{k}={v}" for k, v in logs.items())
-                + f"; last good checkpoint: {self.last_checkpoint() or 'none'}"
+                + f"; last good checkpoint: {good or 'none'}"
+                + (" (resume from it with a lower train.lr or more warm-up)" if good else "")
             )
 
 
@@ -111,14 +117,23 @@ class Checkpoints(Hook):
     """Save the training state every ``every`` steps, at each epoch's end and when training stops
     (never twice at one step), so a killed run loses at most ``every`` steps.
 
+    It goes last among the hooks: a checkpoint commits everything the others did and decided at
+    its step (summaries, weights, evaluations, the best so far), so a run killed at any point and
+    resumed from its newest checkpoint repeats exactly the work that was not committed.
+
     Args:
         save: saves the state as of a global step.
         every: steps between periodic saves.
+        steps_per_epoch: an epoch's last step is saved by ``after_epoch``, after the epoch's
+            other duties, never by ``after_step`` before them.
         start: the step training resumes from (already saved there).
+        stop: the step training will stop at, saved by ``after_train`` for the same reason.
     """
 
-    def __init__(self, save: Callable[[int], None], every: int, start: int = 0):
-        self.save, self.every = save, every
+    def __init__(
+        self, save: Callable[[int], None], every: int, steps_per_epoch: int, start: int = 0, stop: int | None = None
+    ):
+        self.save, self.every, self.steps_per_epoch, self.stop = save, every, steps_per_epoch, stop
         self.saved_at = start
 
     def _save(self, step: int) -> None:
@@ -127,7 +142,7 @@ class Checkpoints(Hook):
             self.saved_at = step
 
     def after_step(self, step, logs):
-        if step % self.every == 0:
+        if step % self.every == 0 and step % self.steps_per_epoch != 0 and step != self.stop:
             self._save(step)
 
     def after_epoch(self, epoch, step):
@@ -175,12 +190,29 @@ def best_score(results: Mapping) -> float:
     return row["rank1"] + 1e-3 * row["mAP"]
 
 
+class Decisions:
+    """What a run has decided that the model and optimizer do not hold: the best score so far,
+    its step, and the step last evaluated. These live in the checkpoint with the weights, so a
+    run resumed from any checkpoint goes on deciding exactly as the uninterrupted run did."""
+
+    def __init__(self):
+        self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
+        self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
+        self.evaluated_at = tf.Variable(-1, dtype=tf.int64, trainable=False, name="evaluated_at")
+
+    def variables(self) -> dict[str, tf.Variable]:
+        """The state by name, for ``tf.train.Checkpoint``."""
+        return {"best_score": self.best_score, "best_step": self.best_step, "evaluated_at": self.evaluated_at}
+
+
 class Evaluation(Hook):
     """Evaluate every ``every`` epochs, after the last epoch and when training stops (unless it
     just did); log the table and its summaries; keep the best weights by :func:`best_score`.
 
     The best weights are chosen on the test set itself (there is no validation split in these
     protocols), so they are saved as ``weights/best`` and labelled as such, never reported by default.
+    What was decided (best score, its step, the last evaluated step) is kept in ``decisions``,
+    which the trainer checkpoints after this hook has run at an epoch's end.
 
     Args:
         evaluate: runs the protocol on the current model; returns ``{direction: DirectionResult}``
@@ -191,6 +223,7 @@ class Evaluation(Hook):
         run: the :class:`lba_tf.run_dir.RunDir` holding ``best.json``.
         save_weights: writes the model's weights under a name (``"best"``).
         chief: whether this worker writes ``best.json``.
+        decisions: the run's :class:`Decisions` as restored from its checkpoint (a fresh run's by default).
     """
 
     def __init__(
@@ -202,17 +235,24 @@ class Evaluation(Hook):
         run,
         save_weights: Callable[[str], None],
         chief: bool = True,
+        decisions: Decisions | None = None,
     ):
         self.evaluate, self.every, self.epochs = evaluate, every, epochs
         self.writer, self.run, self.save_weights, self.chief = writer, run, save_weights, chief
-        best = run.read_best()
-        self.best = best["score"] if best else -math.inf
-        self.evaluated_at = -1
+        self.decisions = decisions or Decisions()
         self.results: dict = {}
+
+    @property
+    def best(self) -> float:
+        return float(self.decisions.best_score.numpy())
+
+    @property
+    def evaluated_at(self) -> int:
+        return int(self.decisions.evaluated_at.numpy())
 
     def _evaluate(self, step: int) -> None:
         self.results = self.evaluate()
-        self.evaluated_at = step
+        self.decisions.evaluated_at.assign(step)
         with self.writer.as_default(step=step):
             for direction, result in self.results.items():
                 row = result.mean.row()
@@ -225,13 +265,18 @@ class Evaluation(Hook):
             logger.info("evaluation after epoch %d:\n%s", epoch + 1, format_table(self.results))
             score = best_score(self.results)
             if score > self.best:
-                self.best = score
                 self.save_weights("best")
                 if self.chief:
                     self.run.write_best(score, step)
+                self.decisions.best_score.assign(score)
+                self.decisions.best_step.assign(step)
 
     def after_train(self, step):
         if not self.run.weights("best").exists():
             self.save_weights("best")
         if self.evaluated_at != step:
             self._evaluate(step)
+        elif not self.results:
+            # resumed from the stop's own checkpoint: evaluated, summaries written, the table lost with
+            # the process; the same weights give the same table, recomputed without writing again
+            self.results = self.evaluate()

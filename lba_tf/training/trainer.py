@@ -19,8 +19,10 @@ from lba_tf.log import logger
 from lba_tf.models.lba import build_model
 from lba_tf.run_dir import RunDir
 from lba_tf.runtime import set_tf32
+from lba_tf.training import checkpoints, events
 from lba_tf.training.hooks import (
     Checkpoints,
+    Decisions,
     Evaluation,
     Figures,
     Hook,
@@ -108,8 +110,11 @@ class Trainer:
             self.optimizer = build_optimizer(train, self.steps_per_epoch)
             self.model.compile(optimizer=self.optimizer, jit_compile=False)
             self.optimizer.build(self.model.trainable_variables)
+        self.decisions = Decisions()
         self.checkpoint = tf.train.Checkpoint(
-            model=_by_path(self.model.weights), optimizer=_by_path(self.optimizer.variables)
+            model=_by_path(self.model.weights),
+            optimizer=_by_path(self.optimizer.variables),
+            decisions=self.decisions.variables(),
         )
         # every worker takes part in saving; only the chief's copy is kept in the run directory
         checkpoint_dir = (
@@ -117,6 +122,9 @@ class Trainer:
             if self.chief
             else self.run.path / f".worker-{self.strategy.cluster_resolver.task_id}-checkpoints"
         )
+        # the newest checkpoint that reads back whole (damaged newer ones moved aside), before the
+        # manager reads the state file that this may rewrite
+        self._resume_from = checkpoints.repair(checkpoint_dir)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(checkpoint_dir), max_to_keep=train.keep_checkpoints
         )
@@ -132,11 +140,16 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def restore(self) -> int:
-        """Resume from the newest checkpoint in the run directory; returns the global step."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_consumed()
-            logger.info("resumed from %s at step %d", latest, self.global_step)
+        """Resume from the newest intact checkpoint in the run directory; returns the global step.
+
+        Summaries of later steps (written before a kill, after that checkpoint) are removed, as
+        the resumed run writes them again.
+        """
+        if self._resume_from:
+            self.checkpoint.restore(self._resume_from).assert_consumed()
+            logger.info("resumed from %s at step %d", self._resume_from, self.global_step)
+        if self.chief:
+            events.drop_after(self.run.tensorboard, self.global_step)
         return self.global_step
 
     def _distributed_step(self):
@@ -164,7 +177,14 @@ class Trainer:
         )
         return self.strategy.distribute_datasets_from_function(fn)
 
+    def _checkpoint_of_at_most(self, step: int) -> str | None:
+        """The newest kept checkpoint of global step ``step`` or earlier."""
+        kept = [p for p in self.manager.checkpoints if int(p.rsplit("-", 1)[1]) <= step]
+        return kept[-1] if kept else None
+
     def _save(self) -> str:
+        # summaries first: every event up to a checkpoint's step is on disk once it exists
+        self.writer.flush()
         return self.manager.save(checkpoint_number=self.global_step)
 
     def _save_weights(self, name: str) -> None:
@@ -195,20 +215,32 @@ class Trainer:
             step // self.steps_per_epoch, train.lr, train.warmup_epochs, train.milestones, train.lr_decay
         )
 
-    def hooks(self, start: int) -> tuple[list[Hook], Evaluation]:
-        """The loop's duties in the order they run, and the evaluation among them."""
+    def hooks(self, start: int, stop: int) -> tuple[list[Hook], Evaluation]:
+        """The loop's duties from global step ``start`` to ``stop``, in the order they run, and the
+        evaluation among them."""
         train = self.config.train
         evaluation = Evaluation(
-            self.evaluate, train.eval_every, train.epochs, self.writer, self.run, self._save_weights, chief=self.chief
+            self.evaluate,
+            train.eval_every,
+            train.epochs,
+            self.writer,
+            self.run,
+            self._save_weights,
+            chief=self.chief,
+            decisions=self.decisions,
         )
+        # the checkpoint last: it commits what the hooks before it did and decided at that step, so
+        # a kill before it repeats their work from the previous checkpoint, a kill after it none
         return [
-            NonFiniteStop(self.steps_per_epoch, lambda: self.manager.latest_checkpoint),
+            NonFiniteStop(self.steps_per_epoch, self._checkpoint_of_at_most),
             Summaries(self.writer, self._learning_rate),
             Progress(self.steps_per_epoch, train.epochs, self._learning_rate, verbose=self.chief),
-            Checkpoints(lambda step: self._save(), train.checkpoint_every, start=start),
             Figures(self._log_figure),
             LastWeights(self._save_weights),
             evaluation,
+            Checkpoints(
+                lambda step: self._save(), train.checkpoint_every, self.steps_per_epoch, start=start, stop=stop
+            ),
         ], evaluation
 
     def fit(self, max_steps: int | None = None) -> dict:
@@ -219,7 +251,7 @@ class Trainer:
         total_steps = total_steps if max_steps is None else min(max_steps, total_steps)
         step = self.restore()
         self._write_run_info()
-        hooks, evaluation = self.hooks(step)
+        hooks, evaluation = self.hooks(step, total_steps)
         step_fn = self._distributed_step()
         iterator = iter(self._dataset(step // spe, step % spe))
         started = time.time()

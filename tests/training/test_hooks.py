@@ -11,6 +11,7 @@ from lba_tf.evaluation.results import DirectionResult, Metrics
 from lba_tf.run_dir import RunDir
 from lba_tf.training.hooks import (
     Checkpoints,
+    Decisions,
     Evaluation,
     Figures,
     LastWeights,
@@ -36,17 +37,26 @@ def _scalars(logdir):
     }
 
 
-def test_non_finite_total_stops_naming_step_epoch_and_checkpoint():
-    hook = NonFiniteStop(steps_per_epoch=4, last_checkpoint=lambda: "ckpt-8")
+def test_non_finite_total_stops_naming_step_epoch_and_the_checkpoint_before_the_bad_update():
+    asked = []
+    checkpoints = {6: "ckpt-6", 8: "ckpt-8", 9: "ckpt-9"}
+
+    def last_checkpoint(step):
+        asked.append(step)
+        return checkpoints[max(s for s in checkpoints if s <= step)]
+
+    hook = NonFiniteStop(steps_per_epoch=4, last_checkpoint=last_checkpoint)
     hook.after_step(9, {"total": 1.5})
+    # step 10's loss is on the weights of step 9: ckpt-9 holds the update that broke them
     with pytest.raises(
         TrainingDiverged,
         match=r"^non-finite loss at step 10 \(epoch 3\): total=nan, id=1.0; "
-        r"last good checkpoint: ckpt-8$",
+        r"last good checkpoint: ckpt-8 \(resume from it with a lower train.lr or more warm-up\)$",
     ):
         hook.after_step(10, {"total": math.nan, "id": 1.0})
-    with pytest.raises(TrainingDiverged, match="last good checkpoint: none"):
-        NonFiniteStop(4, lambda: None).after_step(1, {"total": math.inf})
+    assert asked == [8]
+    with pytest.raises(TrainingDiverged, match="last good checkpoint: none$"):
+        NonFiniteStop(4, lambda step: None).after_step(1, {"total": math.inf})
 
 
 def test_summaries_write_every_log_and_the_rate_of_the_step_taken(tmp_path):
@@ -72,20 +82,28 @@ def test_progress_bar_counts_steps_within_the_epoch(caplog):
 
 
 def test_checkpoints_every_n_steps_at_epoch_ends_and_at_the_stop_never_twice():
-    saved = []
-    hook = Checkpoints(saved.append, every=3, start=0)
-    for step in range(1, 7):
+    calls = []
+    hook = Checkpoints(lambda step: calls.append(("saved", step)), every=3, steps_per_epoch=2, stop=7)
+    for step in range(1, 8):
         hook.after_step(step, {})
+        calls.append(("stepped", step))
         if step % 2 == 0:
             hook.after_epoch(step // 2 - 1, step)
+            calls.append(("epoch ended", step))
     hook.after_train(7)
     hook.after_train(7)
+    saved = [step for what, step in calls if what == "saved"]
     assert saved == [2, 3, 4, 6, 7]
+    # step 6 is periodic and an epoch's end: saved after the epoch's duties (by after_epoch), so a
+    # kill never leaves a checkpoint whose epoch was not evaluated; likewise the stop at 7
+    assert calls.index(("saved", 6)) > calls.index(("stepped", 6))
+    assert ("saved", 6) == calls[calls.index(("epoch ended", 6)) - 1]
+    assert calls[-1] == ("saved", 7) and calls[-2] == ("stepped", 7)
 
 
 def test_a_resumed_run_does_not_save_again_at_its_start():
     saved = []
-    Checkpoints(saved.append, every=5, start=10).after_train(10)
+    Checkpoints(saved.append, every=5, steps_per_epoch=5, start=10).after_train(10)
     assert saved == []
 
 
@@ -129,9 +147,16 @@ def test_evaluation_runs_on_its_epochs_keeps_the_best_on_test_and_evaluates_at_t
     assert [step for step, _ in _scalars(tmp_path / "tb")["eval/infrared_to_visible/rank1"]] == [4, 8, 10, 11]
 
 
-def test_a_resumed_evaluation_knows_the_best_so_far(tmp_path):
+def _resumed_decisions(best: float, best_step: int, evaluated_at: int) -> Decisions:
+    decisions = Decisions()
+    decisions.best_score.assign(best)
+    decisions.best_step.assign(best_step)
+    decisions.evaluated_at.assign(evaluated_at)
+    return decisions
+
+
+def test_a_resumed_evaluation_knows_the_best_so_far_from_the_checkpointed_decisions(tmp_path):
     run = RunDir(tmp_path / "run")
-    run.write_best(50.0, 6)
     saved = []
     hook = Evaluation(
         lambda: {"d": _result(40.0, 0.0)},
@@ -140,9 +165,50 @@ def test_a_resumed_evaluation_knows_the_best_so_far(tmp_path):
         writer=tf.summary.create_noop_writer(),
         run=run,
         save_weights=saved.append,
+        decisions=_resumed_decisions(50.0, 6, 6),
     )
     hook.after_epoch(3, 8)
-    assert saved == [] and run.read_best()["score"] == 50.0
+    assert saved == [] and run.read_best() is None and hook.decisions.best_step.numpy() == 6
+    assert hook.evaluated_at == 8
+
+
+def test_an_evaluation_after_the_restored_checkpoint_is_decided_again(tmp_path):
+    # killed after the evaluation at step 8 wrote best.json, before checkpoint 8: the run resumes
+    # from step 6, whose decisions say best 20 at step 4, and must choose step 8 again
+    run = RunDir(tmp_path / "run")
+    run.write_best(40.0, 8)
+    saved = []
+    hook = Evaluation(
+        lambda: {"d": _result(40.0, 0.0)},
+        every=1,
+        epochs=3,
+        writer=tf.summary.create_noop_writer(),
+        run=run,
+        save_weights=saved.append,
+        decisions=_resumed_decisions(20.0, 4, 4),
+    )
+    hook.after_epoch(3, 8)
+    assert saved == ["best"] and run.read_best()["step"] == 8
+    assert (hook.best, int(hook.decisions.best_step.numpy())) == (40.0, 8)
+
+
+def test_resumed_at_the_stop_the_table_is_recomputed_without_new_summaries(tmp_path):
+    run = RunDir(tmp_path / "run")
+    calls = []
+    writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+    hook = Evaluation(
+        lambda: calls.append(1) or {"infrared_to_visible": _result(40.0, 0.0)},
+        every=1,
+        epochs=3,
+        writer=writer,
+        run=run,
+        save_weights=lambda name: None,
+        decisions=_resumed_decisions(40.0, 6, 6),
+    )
+    hook.after_train(6)
+    writer.flush()
+    assert calls == [1] and hook.results["infrared_to_visible"].mean.cmc[0] == 0.4
+    assert "eval/infrared_to_visible/rank1" not in _scalars(tmp_path / "tb")
 
 
 def test_without_any_evaluation_the_stop_still_leaves_best_weights(tmp_path):

@@ -117,12 +117,95 @@ def test_stopping_and_resuming_gives_the_same_weights(finished_run, tmp_path, ca
     )
 
 
-def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, cache_dir):
+def test_non_finite_loss_stops_naming_the_step_and_the_checkpoint_it_can_resume_from(tmp_path, cache_dir):
     from lba_tf.training.trainer import Trainer, TrainingDiverged
 
+    Trainer(_config(), tmp_path, cache_dir=cache_dir).fit(max_steps=2)
+    # the same run's state with a learning rate that blows up: the next step's loss is not finite
     trainer = Trainer(_config("train.lr=1.0e30", "train.warmup_epochs=0"), tmp_path, cache_dir=cache_dir)
-    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step \d+ .*last good checkpoint: "):
+    with pytest.raises(TrainingDiverged) as err:
         trainer.fit()
+    message = str(err.value)
+    # step 3 took the huge step (its own loss, on step 2's weights, was finite); step 4's is not
+    assert message.startswith("non-finite loss at step 4 (epoch 2): "), message
+    checkpoint = message.rsplit("last good checkpoint: ", 1)[1].split(" (")[0]
+    assert checkpoint == str(tmp_path / "checkpoints" / "ckpt-2")
+    reader = tf.train.load_checkpoint(checkpoint)
+    (iterations,) = [n for n in reader.get_variable_to_shape_map() if n.startswith("optimizer/") and "iteration" in n]
+    assert reader.get_tensor(iterations) == 2
+    weights = [n for n in reader.get_variable_to_shape_map() if n.startswith("model/")]
+    assert len(weights) > 20 and all(np.isfinite(reader.get_tensor(name)).all() for name in weights)
+
+
+def _all_events(logdir):
+    """Every summary of a run as {(tag, step): value}: scalars as floats, pictures as PNG bytes."""
+    from lba_tf.training.events import event_files
+
+    out = {}
+    for path in event_files(logdir):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                key = (value.tag, event.step)
+                assert key not in out, f"{key} written twice"
+                array = tf.make_ndarray(value.tensor)
+                out[key] = array.tobytes() if array.dtype == object else float(array)
+    return out
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: raised through the loop, caught by nobody but the test."""
+
+
+def _kill_at(monkeypatch, trainer, step, *, after_saving):
+    """Kill ``trainer`` when it checkpoints ``step``: just before the save or just after it. Its
+    summary writer is flushed first, the worst case for duplicates (a real kill may lose some)."""
+    save = trainer._save
+
+    def killing_save():
+        if trainer.global_step == step and not after_saving:
+            trainer.writer.close()
+            raise _Killed
+        path = save()
+        if trainer.global_step == step:
+            trainer.writer.close()
+            raise _Killed
+        return path
+
+    monkeypatch.setattr(trainer, "_save", killing_save)
+
+
+@pytest.mark.parametrize(
+    "step, after_saving",
+    [(2, False), (4, True)],
+    ids=["after the epoch's evaluation, before its checkpoint", "after the last checkpoint, before results.json"],
+)
+def test_a_run_killed_and_resumed_makes_every_decision_the_uninterrupted_run_made(
+    finished_run, tmp_path, cache_dir, monkeypatch, step, after_saving
+):
+    from lba_tf.training.trainer import Trainer
+
+    run_dir, payload = finished_run
+    killed = Trainer(_config(), tmp_path, cache_dir=cache_dir)
+    _kill_at(monkeypatch, killed, step, after_saving=after_saving)
+    with pytest.raises(_Killed):
+        killed.fit()
+    assert (tmp_path / "best.json").exists() and not (tmp_path / "results.json").exists()
+    resumed = Trainer(_config(), tmp_path, cache_dir=cache_dir)
+    assert resumed.restore() == (step if after_saving else step - 1)
+    resumed.fit()
+
+    assert json.loads((tmp_path / "best.json").read_text()) == json.loads((run_dir / "best.json").read_text())
+    _assert_same_weights(run_dir / "weights/best.weights.h5", tmp_path / "weights/best.weights.h5", SAME_PROCESS_RTOL)
+    _assert_same_weights(run_dir / "weights/last.weights.h5", tmp_path / "weights/last.weights.h5", SAME_PROCESS_RTOL)
+    expected, got = _all_events(run_dir / "tensorboard"), _all_events(tmp_path / "tensorboard")
+    assert sorted(got) == sorted(expected)  # the same summaries at the same steps, each once
+    assert sorted(step for tag, step in got if tag == "eval/infrared_to_visible/rank1") == [2, 4]
+    for key, value in expected.items():
+        if isinstance(value, float):  # losses of the same weights, to the in-process rounding above
+            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["step"] == payload["step"] and results["results"] == payload["results"]
 
 
 def _train_cmd(run_dir, cache_dir, *extra):
