@@ -15,6 +15,7 @@ Layout written by :func:`export_saved_model`::
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -22,9 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
 
 from lba_tf.data.preprocess import decode_image, normalize, resize_to_uint8
 from lba_tf.data.records import MODALITY_INDEX
+from lba_tf.export.versions import next_version, remove_stale_staging, staging_prefix, version_problem
 from lba_tf.log import logger
 
 SIGNATURE_NAMES = ("serving_default", "embed_visible", "embed_infrared", "embed_visible_bytes", "embed_infrared_bytes")
@@ -183,12 +186,6 @@ def write_warmup_requests(path: str, model_name: str, image_size: Sequence[int],
     return len(SIGNATURE_NAMES)
 
 
-def next_version(model_dir: str) -> int:
-    """One more than the highest integer-named directory in ``model_dir`` (1 when none)."""
-    versions = [int(entry) for entry in os.listdir(model_dir) if entry.isdigit()] if os.path.isdir(model_dir) else []
-    return max(versions, default=0) + 1
-
-
 def export_saved_model(
     model,
     base_path: str,
@@ -196,49 +193,74 @@ def export_saved_model(
     version: int | None = None,
     image_size: Sequence[int] = (288, 144),
     warmup_examples: int = 2,
+    verify: bool = True,
 ) -> str:
     """Export ``model`` as ``<base_path>/<name>/<version>/``, a SavedModel for TF Serving.
 
-    The version directory appears atomically: the SavedModel is written under a hidden
-    temporary name beside it and renamed, so a server watching ``<base_path>/<name>`` never sees
-    a partial model (TF Serving and the local server ignore names that are not integers).
+    The version directory appears atomically and only once verified: the SavedModel is written
+    under a hidden staging name beside it (see :mod:`lba_tf.export.versions`), checked there with
+    :func:`verify_export`, and renamed, so a server watching ``<base_path>/<name>`` never sees a
+    partial or a wrong model (TF Serving and the local server ignore names that are not
+    integers). Staging directories of killed exports are removed first; those of live ones are
+    kept, and their versions count as taken.
 
     Args:
         model: a Keras model with ``embed(images, modality, training=False)``.
         base_path: the export root (mounted at ``/models`` in TF Serving).
         name: the model name, the directory under ``base_path``.
-        version: a positive integer; default one more than the highest present.
+        version: a positive integer; default one more than the highest present or being written.
         image_size: ``(height, width)`` the model takes.
         warmup_examples: images in each warm-up request (one request per signature).
+        verify: reload the export and compare every signature with ``model`` before publishing it.
 
     Returns:
         The path of the version directory.
 
     Raises:
-        FileExistsError: ``version`` is already present.
+        FileExistsError: ``version`` is already present, being written, or was published by
+            another export while this one was written.
+        ExportVerificationError: the written export failed verification; nothing was published.
     """
     model_dir = os.path.join(base_path, name)
     os.makedirs(model_dir, exist_ok=True)
+    for path in remove_stale_staging(model_dir):
+        logger.info("removed %s, left by an export that was killed", path)
     version = next_version(model_dir) if version is None else int(version)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
+    problem = version_problem(model_dir, version)
+    if problem:
+        raise FileExistsError(problem)
     final = os.path.join(model_dir, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} already exists")
     module = EmbeddingExportModule(model, image_size)
     signatures = {sig: module.signature(sig) for sig in SIGNATURE_NAMES}
-    staging = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir)
+    staging = tempfile.mkdtemp(prefix=staging_prefix(version), dir=model_dir)
     try:
         tf.saved_model.save(module, staging, signatures=signatures)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         write_warmup_requests(os.path.join(staging, WARMUP_FILE), name, image_size, warmup_examples)
+        if verify:
+            differences = verify_export(staging, model, image_size, shown_as=f"{final} (not published)")
+            logger.info("verified %d signatures, largest difference %.2g", len(differences), max(differences.values()))
         os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; the server may run as another user
-        os.rename(staging, final)
+        _publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("exported %s (signatures: %s)", final, ", ".join(SIGNATURE_NAMES))
     return final
+
+
+def _publish(staging: str, final: str) -> None:
+    """Rename ``staging`` to ``final``, refusing to replace a version another export published meanwhile."""
+    if os.path.exists(final):  # rename() would replace an empty directory
+        raise FileExistsError(f"{final} appeared while this export was written")
+    try:
+        os.rename(staging, final)
+    except OSError as err:
+        if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(f"{final} appeared while this export was written") from None
+        raise
 
 
 def list_graph_ops(path: str) -> set[str]:
@@ -294,7 +316,13 @@ def reference_embeddings(model, name: str, inputs: Mapping[str, np.ndarray], ima
 
 
 def verify_export(
-    path: str, model, image_size: Sequence[int] = (288, 144), batch: int = 3, atol: float = 1e-5, seed: int = 0
+    path: str,
+    model,
+    image_size: Sequence[int] = (288, 144),
+    batch: int = 3,
+    atol: float = 1e-5,
+    seed: int = 0,
+    shown_as: str | None = None,
 ) -> dict[str, float]:
     """Reload an export and check every signature against the in-process model.
 
@@ -302,7 +330,7 @@ def verify_export(
     in-graph resize is exercised) with mixed modalities for ``serving_default``.
 
     Args:
-        path: the version directory :func:`export_saved_model` returned.
+        path: a SavedModel directory (a version directory, or one being written).
         model: the exported Keras model.
         image_size: ``(height, width)`` the model takes.
         batch: images per check.
@@ -311,21 +339,28 @@ def verify_export(
             written with oneDNN off and served with it on (values ~0.016): the default holds
             for either kernel path with a margin of 300.
         seed: seed of the random images.
+        shown_as: how error messages name the export (default ``path``).
 
     Returns:
         The largest absolute difference per signature.
 
     Raises:
-        ExportVerificationError: a signature is missing, differs by more than ``atol`` or has
-            the wrong shape, or the graph holds ops a stock TF Serving lacks.
+        ExportVerificationError: the export does not load, a signature is missing, differs by
+            more than ``atol`` or has the wrong shape, or the graph holds ops a stock TF
+            Serving lacks.
     """
-    bad_ops = unavailable_ops(list_graph_ops(path))
+    shown = shown_as or path
+    try:
+        bad_ops = unavailable_ops(list_graph_ops(path))
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError, message.DecodeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportVerificationError(f"{shown}: the SavedModel does not load: {reason}") from None
     if bad_ops:
-        raise ExportVerificationError(f"{path}: ops a stock TF Serving lacks: {sorted(bad_ops)}")
-    loaded = tf.saved_model.load(path)
+        raise ExportVerificationError(f"{shown}: ops a stock TF Serving lacks: {sorted(bad_ops)}")
     missing = set(SIGNATURE_NAMES) - set(loaded.signatures)
     if missing:
-        raise ExportVerificationError(f"{path}: missing signatures {sorted(missing)}")
+        raise ExportVerificationError(f"{shown}: missing signatures {sorted(missing)}")
     height, width = image_size
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (batch, height + 7, width + 3, 3), np.uint8)
@@ -336,11 +371,11 @@ def verify_export(
         got = _call_signature(loaded.signatures[name], inputs)
         want = reference_embeddings(model, name, inputs, image_size)
         if got.shape != want.shape:
-            raise ExportVerificationError(f"{path}: {name} returned {got.shape}, expected {want.shape}")
+            raise ExportVerificationError(f"{shown}: {name} returned {got.shape}, expected {want.shape}")
         differences[name] = float(np.max(np.abs(got - want)))
         if differences[name] > atol:
             raise ExportVerificationError(
-                f"{path}: {name} differs from the in-process model by {differences[name]:.3g} > {atol}"
+                f"{shown}: {name} differs from the in-process model by {differences[name]:.3g} > {atol}"
             )
     return differences
 

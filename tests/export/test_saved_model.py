@@ -2,6 +2,8 @@
 
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from lba_tf.export import saved_model as export
+from lba_tf.export import versions
 from lba_tf.export.saved_model import (
     SIGNATURE_NAMES,
     WARMUP_FILE,
@@ -52,10 +55,16 @@ def test_layout_has_a_versioned_savedmodel_and_warmup(exported):
     assert os.listdir(os.path.dirname(exported)) == ["1"]  # no staging directory left behind
 
 
-def test_versions_count_up_from_the_highest_present(model, tmp_path, monkeypatch):
+@pytest.fixture
+def nothing_written(monkeypatch):
+    """Exports that write, and check, nothing but their directories (for the version bookkeeping)."""
     monkeypatch.setattr(export.EmbeddingExportModule, "signature", lambda self, name: None)
     monkeypatch.setattr(export.tf.saved_model, "save", lambda module, path, signatures: None)
     monkeypatch.setattr(export, "write_warmup_requests", lambda *args: 0)
+    monkeypatch.setattr(export, "verify_export", lambda *args, **kwargs: {"serving_default": 0.0})
+
+
+def test_versions_count_up_from_the_highest_present(model, tmp_path, nothing_written):
     base = str(tmp_path)
     first = export_saved_model(model, base, "m", image_size=IMAGE_SIZE)
     explicit = export_saved_model(model, base, "m", version=7, image_size=IMAGE_SIZE)
@@ -84,6 +93,16 @@ def test_version_directory_appears_only_when_complete(model, tmp_path, monkeypat
     assert os.path.isfile(os.path.join(final, "saved_model.pb"))
 
 
+def test_an_export_removes_what_a_killed_export_left(model, tmp_path, nothing_written):
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    left = tmp_path / "lba" / f".1.tmp-{versions.this_host()}-{gone}-k2j4h5g6"
+    (left / "variables").mkdir(parents=True)
+    running = tmp_path / "lba" / f".2.tmp-{versions.this_host()}-{os.getpid()}-a1b2c3d4"
+    running.mkdir()
+    assert export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE) == str(tmp_path / "lba" / "3")
+    assert sorted(os.listdir(tmp_path / "lba")) == sorted(["3", running.name])  # version 1's leftovers gone
+
+
 def test_a_failed_export_leaves_nothing(model, tmp_path, monkeypatch):
     def failing_save(module, path, signatures):
         open(os.path.join(path, "saved_model.pb"), "wb").close()
@@ -93,6 +112,48 @@ def test_a_failed_export_leaves_nothing(model, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE)
     assert os.listdir(tmp_path / "lba") == []
+
+
+def test_verification_runs_under_the_staging_name(model, tmp_path, monkeypatch):
+    real_verify = export.verify_export
+    seen = {}
+
+    def watching_verify(path, *args, **kwargs):
+        seen["path"], seen["entries"] = path, os.listdir(tmp_path / "lba")
+        return real_verify(path, *args, **kwargs)
+
+    monkeypatch.setattr(export, "verify_export", watching_verify)
+    final = export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE)
+    assert seen["entries"] == [os.path.basename(seen["path"])] and seen["path"] != final
+    assert os.listdir(tmp_path / "lba") == ["1"]
+
+
+_save = tf.saved_model.save  # the real one, for the stand-ins below that the tests put in its place
+
+
+def _another_model_saved(module, path, signatures):
+    """What a bad write would leave: a loadable SavedModel of other weights."""
+    other = export.EmbeddingExportModule(StandInEncoder(seed=5), IMAGE_SIZE)
+    _save(other, path, signatures={name: other.signature(name) for name in SIGNATURE_NAMES})
+
+
+def _truncated_graph_saved(module, path, signatures):
+    _save(module, path, signatures=signatures)
+    with open(os.path.join(path, "saved_model.pb"), "r+b") as f:
+        f.truncate(100)
+
+
+@pytest.mark.parametrize(
+    "save, message",
+    [(_another_model_saved, "differs from the in-process model"), (_truncated_graph_saved, "does not load")],
+)
+def test_an_export_failing_verification_is_never_published(model, tmp_path, monkeypatch, save, message):
+    (tmp_path / "lba" / "1").mkdir(parents=True)  # an earlier version, which stays the latest
+    monkeypatch.setattr(export.tf.saved_model, "save", save)
+    with pytest.raises(ExportVerificationError, match=message) as info:
+        export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE)
+    assert str(info.value).startswith(f"{tmp_path / 'lba' / '2'} (not published): ")
+    assert os.listdir(tmp_path / "lba") == ["1"]  # no version 2, no staging directory
 
 
 def test_signatures_have_the_contract_inputs_and_outputs(loaded):
