@@ -114,5 +114,17 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         lr_scales={HEAD_LAYERS: 1.0, ".": train.backbone_lr_scale},
     )
     if train.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # named, not auto-numbered: checkpoints key its variables by path, and a second optimizer in
+        # a process would otherwise be "loss_scale_optimizer_1" and restore nothing
+        optimizer = LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
     return optimizer
+
+
+class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras's dynamic loss scaling, with a step it skips (non-finite float16 gradients) counted in
+    ``iterations``, as tf.keras counted it: the global step, the learning-rate schedule and the
+    checkpoints' numbers follow the loop's steps whether or not an update was applied."""
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.iterations.assign_add(1)

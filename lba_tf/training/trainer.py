@@ -79,8 +79,7 @@ class Trainer:
         self.strategy = make_strategy(train.strategy)
         self.chief = is_chief(self.strategy)
         set_tf32(train.tf32)
-        if train.precision != "float32":
-            keras.mixed_precision.set_dtype_policy(train.precision)
+        keras.mixed_precision.set_dtype_policy(train.precision)  # global in Keras: float32 too, always
         keras.utils.set_random_seed(train.seed)
 
         self.dataset = build_dataset(data, cache_dir=cache_dir)

@@ -147,11 +147,6 @@ def test_a_new_trainer_restores_the_loss_scale_and_weights(float16_half_run, cac
         np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=restored.path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the LossScaleOptimizer is auto-named (loss_scale_optimizer_1, ... after the first in a process) and "
-    "the checkpoint keys optimizer variables by path, so a second Trainer in one process cannot restore it",
-)
 def test_a_second_trainer_in_the_same_process_restores_a_float16_checkpoint(float16_half_run, cache_dir):
     stopped, run_dir = float16_half_run
     keras.backend.clear_session()
@@ -161,11 +156,6 @@ def test_a_second_trainer_in_the_same_process_restores_a_float16_checkpoint(floa
     assert _loss_scale_state(resumed.optimizer) == _loss_scale_state(stopped.optimizer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the global step is optimizer.iterations, which Keras 3's LossScaleOptimizer does not advance on a "
-    "step it skips for non-finite float16 gradients: the run resumes before the step it stopped at",
-)
 def test_float16_resumes_at_its_step_to_the_weights_and_loss_scale_of_an_uninterrupted_run(
     float16_run, float16_half_run, cache_dir, tmp_path
 ):
@@ -194,11 +184,6 @@ def test_bfloat16_trains_without_loss_scaling_with_finite_losses_and_float32_var
         assert len(values) == RESUME_AT and np.all(np.isfinite(values)), (name, values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Trainer sets the global dtype policy only when train.precision is not float32, so a float32 run "
-    "after a mixed one in the same process builds a mixed-precision model",
-)
 def test_a_float32_trainer_after_a_mixed_one_builds_a_float32_model(tmp_path, cache_dir):
     keras.mixed_precision.set_dtype_policy("mixed_float16")  # as a mixed Trainer leaves it
     trainer = Trainer(_config("float32"), tmp_path, cache_dir=cache_dir)
