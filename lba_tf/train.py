@@ -84,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("run directory: %s", run.path)
 
     from lba_tf.evaluation.results import format_table  # heavy imports after the config is valid
+    from lba_tf.training.checkpoints import CheckpointError
     from lba_tf.training.trainer import Trainer, TrainingDiverged
 
     try:
         trainer = Trainer(config, run, cache_dir=args.cache_dir)
         payload = trainer.fit(max_steps=args.max_steps)
-    except DataError as err:  # found while decoding: an image, or what skipping left
+    except (DataError, CheckpointError) as err:  # found while decoding, or every checkpoint damaged
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

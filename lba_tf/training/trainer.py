@@ -9,7 +9,7 @@ import time
 import keras
 import tensorflow as tf
 
-from lba_tf.config import Config, check_initialisation
+from lba_tf.config import Config, check_batch_layout, check_initialisation
 from lba_tf.data.datasets.registry import build_dataset
 from lba_tf.data.pipeline import distributed_dataset_fn, load_images, training_dataset
 from lba_tf.data.sampler import IdentitySampler
@@ -75,6 +75,7 @@ class Trainer:
         self.cache_dir = cache_dir
         train, data = config.train, config.data
         check_initialisation(config)
+        check_batch_layout(config)
         # first: collective ops of a multi-worker strategy must be set up before any other op
         self.strategy = make_strategy(train.strategy)
         self.chief = is_chief(self.strategy)

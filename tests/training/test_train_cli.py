@@ -231,3 +231,28 @@ def test_without_run_dir_a_failed_start_is_not_resumed_by_another_config(tmp_pat
     # the same config again reuses its own directory, which saved nothing
     assert main([*argv, "--set", f"data.root={root}"]) == 2
     assert sorted((tmp_path / "runs" / "synthetic").iterdir()) == runs
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_none_usable_is_one_line(tmp_path, capsys, caplog):
+    run_dir = tmp_path / "run"
+    argv = ["--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run_dir), *set_args(TINY_OVERRIDES)]
+    assert main([*argv, "--max-steps", "2"]) == 0
+    checkpoints = run_dir / "checkpoints"
+    data = checkpoints / "ckpt-2.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # as a full disk leaves it
+    caplog.set_level(logging.INFO, logger="lba_tf")
+    assert main([*argv, "--max-steps", "3"]) == 0
+    assert any(
+        level == logging.WARNING and "skipped damaged checkpoint" in text and "ckpt-2 (" in text
+        for _, level, text in caplog.record_tuples
+    ), caplog.record_tuples
+    assert any(f"resumed from {checkpoints}/ckpt-1 at step 1" in text for _, _, text in caplog.record_tuples)
+    assert (checkpoints / "damaged" / "ckpt-2.data-00000-of-00001").stat().st_size == 100
+    assert json.loads((run_dir / "results.json").read_text())["step"] == 3
+    capsys.readouterr()
+    for path in checkpoints.glob("ckpt-*.data-*"):
+        path.unlink()
+    assert main(argv) == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"error: no usable checkpoint in {checkpoints} (ckpt-3: "), line
+    assert line.endswith("; move that folder away to start the run afresh"), line
