@@ -137,6 +137,27 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def set_determinism(enabled: bool) -> None:
+    """Turn TensorFlow's op determinism on (or off), process-wide: every op then runs a kernel
+    whose result does not depend on thread timing, and an op that has none raises instead of
+    running; ``train.deterministic`` chooses. Together with the seeded, step-indexed data
+    pipeline it makes a run a function of its seed, config and machine."""
+    # the public API has only the switch on; off and the query live beside it
+    from tensorflow.python.framework import config
+
+    if enabled:
+        config.enable_op_determinism()
+    else:
+        config.disable_op_determinism()
+
+
+def determinism_enabled() -> bool:
+    """Whether TensorFlow's op determinism is on in this process."""
+    from tensorflow.python.framework import config
+
+    return bool(config.is_op_determinism_enabled())
+
+
 def set_tf32(enabled: bool) -> None:
     """Allow (or forbid) TensorFloat-32 for float32 matmuls and convolutions, process-wide.
 

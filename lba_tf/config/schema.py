@@ -181,6 +181,9 @@ class TrainConfig:
         tf32: TensorFloat-32 for float32 matmuls and convolutions on Ampere and newer GPUs (no
             effect elsewhere); false keeps the float32 arithmetic the parity tests check.
         jit_compile: XLA-compile the alignment's correspondence computation.
+        deterministic: TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``):
+            the same seed, config and machine give bitwise the same run; false lets TensorFlow
+            pick kernels that may sum in an order that varies from run to run.
         checkpoint_every: optimizer steps between checkpoints, at least 1.
         keep_checkpoints: checkpoints kept on disk, the newest ones, at least 1.
         eval_every: epochs between evaluations on the test set, at least 1; the last epoch is
@@ -202,6 +205,7 @@ class TrainConfig:
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]
     tf32: bool
     jit_compile: bool
+    deterministic: bool
     checkpoint_every: int = _range(1)
     keep_checkpoints: int = _range(1)
     eval_every: int = _range(1)

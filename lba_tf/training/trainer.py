@@ -18,7 +18,7 @@ from lba_tf.evaluation.runner import evaluate_model
 from lba_tf.log import logger
 from lba_tf.models.lba import build_model
 from lba_tf.run_dir import RunDir
-from lba_tf.runtime import set_tf32
+from lba_tf.runtime import set_determinism, set_tf32
 from lba_tf.training import checkpoints, events
 from lba_tf.training.hooks import (
     Checkpoints,
@@ -80,6 +80,7 @@ class Trainer:
         self.strategy = make_strategy(train.strategy)
         self.chief = is_chief(self.strategy)
         set_tf32(train.tf32)
+        set_determinism(train.deterministic)
         keras.mixed_precision.set_dtype_policy(train.precision)  # global in Keras: float32 too, always
         keras.utils.set_random_seed(train.seed)
 
