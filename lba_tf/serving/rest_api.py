@@ -131,8 +131,11 @@ def _refuse_connection(sock: socket.socket, message: str) -> None:
     try:
         sock.settimeout(1.0)
         sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536, socket.MSG_DONTWAIT):  # what already arrived: closing on unread bytes resets
+            pass
     except OSError:
-        pass  # the client is gone or not reading: it loses nothing it would have read
+        pass  # nothing more to read now, or the client is gone: it loses nothing it would have read
 
 
 class RestHandler(http.server.BaseHTTPRequestHandler):
