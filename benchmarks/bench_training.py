@@ -391,7 +391,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="trace one step, summarise by op")
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--json", help="write the result record here")
+    parser.add_argument(
+        "--determinism",
+        choices=("on", "off"),
+        default="on",
+        help="TensorFlow's op determinism, as train.deterministic sets it (default on, as training runs)",
+    )
     args = parser.parse_args(argv)
+    from lba_tf.runtime import set_determinism
+
+    set_determinism(args.determinism == "on")
     cases = None
     if args.preset is None:
         cases = [
@@ -416,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
             for gradient in args.conv_gradient
         ]
     result = run(cases, args.preset or "small", args.matmul_size)
+    result["settings"]["determinism"] = args.determinism
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -234,6 +234,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_weights(finished_run, 
     assert not (tmp_path / "results.json").exists()
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=600)
     _assert_same_weights(run_dir / "weights/last.weights.h5", tmp_path / "weights/last.weights.h5")
+    _assert_same_weights(run_dir / "weights/best.weights.h5", tmp_path / "weights/best.weights.h5")
+    assert (tmp_path / "best.json").read_text() == (run_dir / "best.json").read_text()
+    assert _all_events(tmp_path / "tensorboard") == _all_events(run_dir / "tensorboard")
 
 
 _REPLICA_SCRIPT = """
