@@ -75,21 +75,27 @@ def test_versions_count_up_from_the_highest_present(model, tmp_path, nothing_wri
         export_saved_model(model, base, "m", version=7, image_size=IMAGE_SIZE)
 
 
-def test_version_directory_appears_only_when_complete(model, tmp_path, monkeypatch):
-    real_save = tf.saved_model.save
+def test_version_directory_appears_only_when_complete_and_verified(model, tmp_path, monkeypatch):
+    real_save, real_verify = tf.saved_model.save, export.verify_export
     seen = {}
 
     def watching_save(module, path, signatures):
         real_save(module, path, signatures=signatures)
         # the SavedModel is fully written, yet nothing under an integer name is visible
-        seen["entries"] = os.listdir(tmp_path / "lba")
-        seen["path"] = path
+        seen["saved"] = path, os.listdir(tmp_path / "lba")
+
+    def watching_verify(path, *args, **kwargs):
+        seen["verified"] = path, os.listdir(tmp_path / "lba")
+        return real_verify(path, *args, **kwargs)
 
     monkeypatch.setattr(export.tf.saved_model, "save", watching_save)
+    monkeypatch.setattr(export, "verify_export", watching_verify)
     final = export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE)
-    assert not any(entry.isdigit() for entry in seen["entries"])
-    assert os.path.basename(seen["path"]).startswith(".") and os.path.dirname(seen["path"]) == str(tmp_path / "lba")
-    assert not os.path.exists(seen["path"]) and os.listdir(tmp_path / "lba") == ["1"]
+    staging = seen["saved"][0]
+    assert os.path.basename(staging).startswith(".") and os.path.dirname(staging) == str(tmp_path / "lba")
+    # written, then checked, under the hidden name alone
+    assert seen["saved"] == seen["verified"] == (staging, [os.path.basename(staging)])
+    assert not os.path.exists(staging) and os.listdir(tmp_path / "lba") == ["1"]
     assert os.path.isfile(os.path.join(final, "saved_model.pb"))
 
 
@@ -112,20 +118,6 @@ def test_a_failed_export_leaves_nothing(model, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE)
     assert os.listdir(tmp_path / "lba") == []
-
-
-def test_verification_runs_under_the_staging_name(model, tmp_path, monkeypatch):
-    real_verify = export.verify_export
-    seen = {}
-
-    def watching_verify(path, *args, **kwargs):
-        seen["path"], seen["entries"] = path, os.listdir(tmp_path / "lba")
-        return real_verify(path, *args, **kwargs)
-
-    monkeypatch.setattr(export, "verify_export", watching_verify)
-    final = export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE)
-    assert seen["entries"] == [os.path.basename(seen["path"])] and seen["path"] != final
-    assert os.listdir(tmp_path / "lba") == ["1"]
 
 
 _save = tf.saved_model.save  # the real one, for the stand-ins below that the tests put in its place
@@ -267,7 +259,7 @@ def test_the_lba_model_exports_and_matches(tmp_path):
     from lba_tf.models.lba import LbAModel
 
     model = LbAModel(num_classes=4, depth=18, width=8, method="baseline").build_for(*IMAGE_SIZE)
-    path = export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE, warmup_examples=1)
+    path = export_saved_model(model, str(tmp_path), "lba", image_size=IMAGE_SIZE, warmup_examples=1, verify=False)
     differences = verify_export(path, model, IMAGE_SIZE, batch=2)
     assert max(differences.values()) <= 1e-5
     assert unavailable_ops(list_graph_ops(path)) == set()

@@ -44,9 +44,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def export_path(model, tmp_path_factory):
-    return export_saved_model(
-        model, str(tmp_path_factory.mktemp("exports")), "lba", image_size=IMAGE_SIZE, warmup_examples=1
-    )
+    base = str(tmp_path_factory.mktemp("exports"))  # the tests below compare every signature themselves
+    return export_saved_model(model, base, "lba", image_size=IMAGE_SIZE, warmup_examples=1, verify=False)
 
 
 @pytest.fixture(scope="module")
