@@ -5,7 +5,9 @@ report their last epoch; ``--best`` for the evaluation-time best, which was chos
 and is labelled so), a Keras ``.weights.h5`` file (from training or from
 ``python -m lba_tf.tools.import_torch``) or a ``.keras`` file. The query and gallery images of
 every trial are embedded once; each trial is scored; the table of every trial, the mean and the
-chance level is printed and written as JSON next to the weights.
+chance level is printed and written as JSON next to the weights. A config that does not fit the
+weights (a run's are evaluated with its model settings) and an output that cannot be written are
+refused before TensorFlow starts.
 """
 
 from __future__ import annotations
@@ -16,19 +18,38 @@ import pathlib
 import sys
 import time
 
-from lba_tf.cli import WeightsError, add_weights_arguments, resolve_weights
+from lba_tf.cli import (
+    WeightsError,
+    add_config_arguments,
+    add_weights_arguments,
+    load_model,
+    read_config,
+    resolve_weights,
+    start_runtime,
+    writable_problem,
+)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lba_tf.cli import add_config_arguments, config_from_args
-
     parser = argparse.ArgumentParser(
         prog="python -m lba_tf.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser)
     add_weights_arguments(parser, "a run directory, a .weights.h5 file or a .keras file")
     parser.add_argument(
-        "--trials", type=int, default=None, metavar="N", help="trials per direction (default: data.eval_trials)"
+        "--trials",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="trials per direction (default: data.eval_trials)",
     )
     parser.add_argument(
         "--output",
@@ -45,30 +66,50 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         source = resolve_weights(args.weights, args.config, args.best)
+        args.config = source.config_path
+        config = read_config(args)
+        source.check_fits(config)
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.config = source.config_path
-    config = config_from_args(args)
-
-    import keras
+    weights = source.path
+    output = (
+        pathlib.Path(args.output)
+        if args.output
+        else (
+            source.run.evaluation_path("best" if args.best else "last")
+            if source.run
+            else weights.with_name(weights.name.split(".")[0] + ".eval.json")
+        )
+    )
+    problem = f"{output} is a directory" if output.is_dir() else writable_problem(output.parent)
+    if problem:
+        print(f"error: cannot write the results to {output}: {problem}; pass --output FILE", file=sys.stderr)
+        return 2
+    start_runtime(args)
 
     from lba_tf.data.datasets.registry import build_dataset
     from lba_tf.evaluation.results import format_table, results_json
     from lba_tf.evaluation.runner import evaluate_model
     from lba_tf.log import logger
-    from lba_tf.models.lba import build_model
     from lba_tf.runtime import set_tf32
 
     set_tf32(config.train.tf32)
 
-    dataset = build_dataset(config.data, cache_dir=args.cache_dir)
-    weights = source.path
-    if weights.suffix == ".keras":
-        model = keras.saving.load_model(weights)
-    else:
-        model = build_model(config.replace(**{"model.pretrained": None}), source.num_classes or dataset.num_classes)
-        model.load_weights(weights)
+    try:
+        dataset = build_dataset(config.data, cache_dir=args.cache_dir)
+    except ValueError as err:  # a DatasetError, or data.root unset for a real dataset
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = "data.root, or --cache-dir for the synthetic set"
+        print(f"error: {err.strerror}: {err.filename} (the dataset's folder: {where})", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(source, config, source.num_classes or dataset.num_classes)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     started = time.time()
     results = evaluate_model(
         model,
@@ -83,15 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("evaluated in %.1f s", time.time() - started)
     print(f"weights: {weights} ({source.choice})")
     print(format_table(results))
-    output = (
-        pathlib.Path(args.output)
-        if args.output
-        else (
-            source.run.evaluation_path("best" if args.best else "last")
-            if source.run
-            else weights.with_name(weights.name.split(".")[0] + ".eval.json")
-        )
-    )
     payload = {
         "weights": str(weights),
         "weights_choice": source.choice,
@@ -100,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "rerank": config.eval.rerank,
         "results": results_json(results),
     }
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(payload, indent=2))
     print(f"results: {output}")
     return 0

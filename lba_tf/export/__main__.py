@@ -4,14 +4,17 @@
 best-on-test ones), a Keras ``.weights.h5`` or
 ``.keras`` file, or an LbA PyTorch checkpoint (recognised by content and converted through
 ``lba_tf.tools.import_torch``; without ``--config``, the checkpoint's model in the paper's
-recipe, at 288 x 144). The export is checked before the command returns: the SavedModel
-is reloaded and every signature is compared with the in-process model. The version directory
-written is printed on the last line.
+recipe, at 288 x 144). The export is checked before it is published: the SavedModel, still
+under a hidden name, is reloaded and every signature is compared with the in-process model;
+only then is it renamed to its version directory, printed on the last line. A config that does
+not fit the weights, a version that exists and an output that cannot be written are refused
+before TensorFlow starts (exit 2); an export failing its check publishes nothing (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import tempfile
@@ -27,8 +30,31 @@ def is_torch_checkpoint(path: pathlib.Path) -> bool:
         return f.read(1) == b"\x80"  # pickle protocol marker of the legacy format
 
 
+def destination_problem(model_dir: str, version: int | None) -> str | None:
+    """Why the export cannot be written under ``model_dir`` (as ``version``, if given), or None."""
+    from lba_tf.cli import writable_problem
+    from lba_tf.export.versions import next_version, version_problem
+
+    problem = writable_problem(model_dir)
+    if problem:
+        return f"cannot write the export under {model_dir}: {problem}; pass --output a writable directory"
+    taken = version_problem(model_dir, version) if version is not None else None
+    if taken:
+        return f"{taken}: leave out --version to write the next one ({next_version(model_dir)}), or pass another"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    from lba_tf.cli import WeightsError, add_config_arguments, add_weights_arguments, config_from_args, resolve_weights
+    from lba_tf.cli import (
+        WeightsError,
+        WeightsSource,
+        add_config_arguments,
+        add_weights_arguments,
+        load_model,
+        read_config,
+        resolve_weights,
+        start_runtime,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m lba_tf.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,59 +75,56 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--version must be a positive integer")
     path = pathlib.Path(args.weights)
     torch_source = path.is_file() and not path.name.endswith((".h5", ".keras")) and is_torch_checkpoint(path)
-    if torch_source:
-        from lba_tf.tools.import_torch import WeightImportError, read_checkpoint
+    if torch_source and args.best:
+        parser.error("--best picks a run directory's best weights; a checkpoint is exported as it is")
+    try:
+        if torch_source:
+            from lba_tf.tools.import_torch import WeightImportError, read_checkpoint
 
-        if args.best:
-            parser.error("--best picks a run directory's best weights; a checkpoint is exported as it is")
-        choice = "the checkpoint given"
-        try:  # the model and the image size are the checkpoint's, unless --config says otherwise
-            state, config = read_checkpoint(path, args)
-        except WeightImportError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    else:
-        try:
+            try:  # the model and the image size are the checkpoint's, unless --config says otherwise
+                state, config = read_checkpoint(path, args)
+            except WeightImportError as err:
+                raise WeightsError(str(err)) from None
+        else:
             source = resolve_weights(args.weights, args.config, args.best)
-        except WeightsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        path, args.config, num_classes, choice = source.path, source.config_path, source.num_classes, source.choice
-        config = config_from_args(args)
+            args.config = source.config_path
+            config = read_config(args)
+            source.check_fits(config)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    base, name = args.output or config.export.base_path, args.name or config.export.name
+    problem = destination_problem(os.path.join(base, name), args.version)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    start_runtime(args)
 
-    import keras
-
-    from lba_tf.export.saved_model import ExportVerificationError, export_saved_model, verify_export
+    from lba_tf.export.saved_model import ExportVerificationError, export_saved_model
     from lba_tf.log import logger
-    from lba_tf.models.lba import build_model
-    from lba_tf.tools.import_torch import convert, num_classes_in_checkpoint
+    from lba_tf.tools.import_torch import convert
 
-    logger.info("weights: %s (%s)", path, choice)
     config = config.replace(**{"model.pretrained": None})
     with tempfile.TemporaryDirectory() as tmp:
         if torch_source:
             converted = pathlib.Path(tmp) / "converted.weights.h5"
             convert(state, converted, config)
-            path, num_classes = converted, num_classes_in_checkpoint(state)
-        if path.suffix == ".keras":
-            model = keras.saving.load_model(path)
-        else:
-            model = build_model(config, num_classes)
-            model.load_weights(path)
+            source = WeightsSource(converted, None, "the checkpoint given")
+        logger.info("weights: %s (%s)", path if torch_source else source.path, source.choice)
+        try:
+            model = load_model(source, config)
+        except WeightsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     size = (config.data.image_height, config.data.image_width)
-    out = export_saved_model(
-        model,
-        args.output or config.export.base_path,
-        args.name or config.export.name,
-        version=args.version,
-        image_size=size,
-    )
     try:
-        diffs = verify_export(out, model, image_size=size)
+        out = export_saved_model(model, base, name, version=args.version, image_size=size)
     except ExportVerificationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    logger.info("verified %d signatures, largest difference %.2g", len(diffs), max(diffs.values()))
+    except OSError as err:  # a version published meanwhile, or the disk
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(out)
     return 0
 

@@ -90,3 +90,70 @@ def test_best_needs_a_run_directory(trained, capsys):
 def test_missing_weights_is_a_clear_error(tmp_path, capsys):
     assert main(["--weights", str(tmp_path / "nope.weights.h5")]) == 2
     assert capsys.readouterr().err.strip() == f"error: weights not found: {tmp_path / 'nope.weights.h5'}"
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "source, overrides, says",
+    [
+        (
+            "run",
+            ["model.depth=34"],
+            "run was trained with model.depth=18 (config.yaml), the config given says model.d",
+        ),
+        ("run", ["model.gem_p=1.0"], "the config given says model.gem_p=1.0: leave these out of --config/--set"),
+        ("file", ["model.method=baseline"], "method full, the config says model.method=baseline: pass the config"),
+        ("file", ["model.width=8"], "the config says model.width=8: pass the config it was trained with, or --set mod"),
+    ],
+)
+def test_a_config_that_does_not_fit_the_weights_is_one_line(trained, tmp_path, capsys, source, overrides, says):
+    _, cache, _, weights, _ = trained
+    path = _run_directory(trained, tmp_path / "run") if source == "run" else weights
+    tiny = TINY_OVERRIDES if source == "file" else []
+    assert main(["--weights", str(path), "--cache-dir", cache, *set_args([*tiny, *overrides])]) == 2
+    assert says in _one_error_line(capsys)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_evaluating(trained, tmp_path, capsys):
+    _, cache, _, weights, _ = trained
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / "a-file" / "eval.json"
+    assert (
+        main(["--weights", str(weights), "--output", str(output), "--cache-dir", cache, *set_args(TINY_OVERRIDES)]) == 2
+    )
+    assert _one_error_line(capsys) == (
+        f"error: cannot write the results to {output}: {tmp_path / 'a-file'} is not a directory; pass --output FILE"
+    )
+
+
+def test_a_dataset_that_cannot_be_read_is_one_line(trained, tmp_path, capsys):
+    _, _, _, weights, _ = trained
+    args = ["--weights", str(weights), *set_args(TINY_OVERRIDES)]
+    assert main([*args, "--set", "data.dataset=sysu"]) == 2
+    assert _one_error_line(capsys) == (
+        "error: data.root is null: set it to the sysu dataset folder (e.g. --set data.root=/path/to/sysu)"
+    )
+    (tmp_path / "a-file").write_text("")
+    assert main([*args, "--cache-dir", str(tmp_path / "a-file" / "cache")]) == 2
+    assert _one_error_line(capsys) == (
+        f"error: Not a directory: {tmp_path / 'a-file' / 'cache'} "
+        "(the dataset's folder: data.root, or --cache-dir for the synthetic set)"
+    )
+
+
+def test_trials_must_be_positive(trained, capsys):
+    _, _, _, weights, _ = trained
+    with pytest.raises(SystemExit) as info:
+        main(["--weights", str(weights), "--trials", "0"])
+    assert info.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("argument --trials: must be a positive integer, got 0")
+    )
