@@ -35,6 +35,18 @@ RUNS_ROOT = "runs"
 WeightsChoice = Literal["last", "best"]
 
 
+ADDED_SETTINGS = {"train.deterministic": "false"}
+"""Settings added after runs were first written, with the value such a run ran with."""
+
+
+def _holds(tree: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
 class RunDirError(Exception):
     """A run directory that cannot be used as asked; the message names it and says why."""
 
@@ -125,10 +137,13 @@ class RunDir:
         return self.results_path.is_file()
 
     def read_config(self, overrides=()) -> Config:
-        """The run's resolved config (``--set`` style ``overrides`` applied on top)."""
+        """The run's resolved config (``--set`` style ``overrides`` applied on top); a setting
+        added since the run was written takes the value the run ran with (:data:`ADDED_SETTINGS`)."""
         if not self.config_path.is_file():
             raise RunDirError(f"{self.path}: no config.yaml (is it a run directory?)")
-        return load_config(self.config_path, overrides)
+        tree = yaml.safe_load(self.config_path.read_text()) or {}
+        added = [f"{key}={value}" for key, value in ADDED_SETTINGS.items() if not _holds(tree, key)]
+        return load_config(self.config_path, [*added, *overrides])
 
     def write_config(self, config: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

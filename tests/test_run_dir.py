@@ -152,3 +152,16 @@ def test_newest_finished_run_is_printed_for_the_makefile(tmp_path, capsys):
     newer.write_config(cfg)  # unfinished: not exported
     assert main(["newest", "--runs-root", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(older.path)
+
+
+def test_a_run_written_before_a_setting_existed_reads_with_the_value_it_ran_with(tmp_path):
+    run = RunDir(tmp_path / "old")
+    run.write_config(load_config(None))
+    tree = yaml.safe_load(run.config_path.read_text())
+    del tree["train"]["deterministic"]  # as runs were written before train.deterministic
+    run.config_path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert run.read_config().train.deterministic is False
+    assert run.read_config(["train.deterministic=true"]).train.deterministic is True
+    new = RunDir(tmp_path / "new")
+    new.write_config(load_config(None))
+    assert new.read_config().train.deterministic is True

@@ -47,11 +47,14 @@ class _Origins:
         self.default = default
 
     def of(self, dotted: str) -> str:
-        while dotted:
-            if dotted in self.by_key:
-                return self.by_key[dotted]
-            dotted = dotted.rpartition(".")[0]
-        return self.default
+        key = dotted
+        while key:
+            if key in self.by_key:
+                return self.by_key[key]
+            key = key.rpartition(".")[0]
+        # a section no file has: whatever set a key under it (an override of an unknown key)
+        below = [source for k, source in self.by_key.items() if k.startswith(dotted + ".")]
+        return below[-1] if below else self.default
 
 
 def _read_yaml(path: pathlib.Path) -> dict[str, Any]:

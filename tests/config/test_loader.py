@@ -253,3 +253,8 @@ def test_tf32_is_off_unless_asked_for():
 def test_importing_the_package_does_not_import_tensorflow():
     code = "import sys, lba_tf, lba_tf.config, lba_tf.cli; assert 'tensorflow' not in sys.modules, 'tf imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_unknown_section_from_an_override_is_blamed_on_the_override():
+    with pytest.raises(ConfigError, match=r"^--set bad\.key=1: unknown key 'bad'"):
+        load_config(None, ["bad.key=1"])
