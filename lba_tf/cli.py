@@ -283,6 +283,20 @@ def resolve_weights(weights: str, config_path: str | None, best: bool = False) -
     raise WeightsError(f"--weights must be a run directory, a .weights.h5 or a .keras file: {path}")
 
 
+def weights_and_config(args: argparse.Namespace) -> tuple[WeightsSource, Config]:
+    """What ``--weights`` (and ``--best``) name and the config they are used with: the run's own
+    unless ``--config`` is given, ``--set`` applied; checked to fit each other.
+
+    Raises:
+        WeightsError: the weights cannot be used as asked, or do not fit the config.
+    """
+    source = resolve_weights(args.weights, args.config, args.best)
+    args.config = source.config_path
+    config = read_config(args)
+    source.check_fits(config)
+    return source, config
+
+
 def load_model(source: WeightsSource, config: Config, num_classes: int | None = None):
     """The model of ``source``: a ``.keras`` file as saved, else built from ``config`` (with
     ``num_classes`` identities, default ``source.num_classes``) and its weights loaded.

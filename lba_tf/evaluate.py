@@ -23,9 +23,8 @@ from lba_tf.cli import (
     add_config_arguments,
     add_weights_arguments,
     load_model,
-    read_config,
-    resolve_weights,
     start_runtime,
+    weights_and_config,
     writable_problem,
 )
 
@@ -65,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        source = resolve_weights(args.weights, args.config, args.best)
-        args.config = source.config_path
-        config = read_config(args)
-        source.check_fits(config)
+        source, config = weights_and_config(args)
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         add_config_arguments,
         add_weights_arguments,
         load_model,
-        read_config,
-        resolve_weights,
         start_runtime,
+        weights_and_config,
     )
 
     parser = argparse.ArgumentParser(
@@ -86,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             except WeightImportError as err:
                 raise WeightsError(str(err)) from None
         else:
-            source = resolve_weights(args.weights, args.config, args.best)
-            args.config = source.config_path
-            config = read_config(args)
-            source.check_fits(config)
+            source, config = weights_and_config(args)
     except WeightsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
