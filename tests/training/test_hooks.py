@@ -155,18 +155,22 @@ def _resumed_decisions(best: float, best_step: int, evaluated_at: int) -> Decisi
     return decisions
 
 
-def test_a_resumed_evaluation_knows_the_best_so_far_from_the_checkpointed_decisions(tmp_path):
-    run = RunDir(tmp_path / "run")
-    saved = []
-    hook = Evaluation(
-        lambda: {"d": _result(40.0, 0.0)},
+def _resumed_evaluation(run, saved, rank1, decisions):
+    """An evaluation every epoch of 3 that scores ``rank1``, resumed with ``decisions``."""
+    return Evaluation(
+        lambda: {"d": _result(rank1, 0.0)},
         every=1,
         epochs=3,
         writer=tf.summary.create_noop_writer(),
         run=run,
         save_weights=saved.append,
-        decisions=_resumed_decisions(50.0, 6, 6),
+        decisions=decisions,
     )
+
+
+def test_a_resumed_evaluation_knows_the_best_so_far_from_the_checkpointed_decisions(tmp_path):
+    run, saved = RunDir(tmp_path / "run"), []
+    hook = _resumed_evaluation(run, saved, 40.0, _resumed_decisions(50.0, 6, 6))
     hook.after_epoch(3, 8)
     assert saved == [] and run.read_best() is None and hook.decisions.best_step.numpy() == 6
     assert hook.evaluated_at == 8
@@ -178,15 +182,7 @@ def test_an_evaluation_after_the_restored_checkpoint_is_decided_again(tmp_path):
     run = RunDir(tmp_path / "run")
     run.write_best(40.0, 8)
     saved = []
-    hook = Evaluation(
-        lambda: {"d": _result(40.0, 0.0)},
-        every=1,
-        epochs=3,
-        writer=tf.summary.create_noop_writer(),
-        run=run,
-        save_weights=saved.append,
-        decisions=_resumed_decisions(20.0, 4, 4),
-    )
+    hook = _resumed_evaluation(run, saved, 40.0, _resumed_decisions(20.0, 4, 4))
     hook.after_epoch(3, 8)
     assert saved == ["best"] and run.read_best()["step"] == 8
     assert (hook.best, int(hook.decisions.best_step.numpy())) == (40.0, 8)
