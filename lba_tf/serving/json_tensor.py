@@ -21,26 +21,52 @@ from tensorflow_serving.apis import model_pb2, predict_pb2
 from lba_tf.serving.errors import ServingError, invalid_argument
 from lba_tf.serving.inputs import dtype_name
 
-
-def _is_int_in(low: int, high: int) -> Callable[[object], bool]:
-    return lambda value: type(value) is int and low <= value <= high
-
-
-_LEAF_CHECKS = {
+_INT_RANGES = {
     # AddValueToTensor: int8, int16, int32 and uint8 take RapidJSON's IsInt() (an int32; the
     # narrower types then wrap, as TensorFlow's proto-to-tensor cast does), int64 IsInt64(), ...
-    tf.int8: _is_int_in(-(2**31), 2**31 - 1),
-    tf.int16: _is_int_in(-(2**31), 2**31 - 1),
-    tf.int32: _is_int_in(-(2**31), 2**31 - 1),
-    tf.uint8: _is_int_in(-(2**31), 2**31 - 1),
-    tf.int64: _is_int_in(-(2**63), 2**63 - 1),
-    tf.uint32: _is_int_in(0, 2**32 - 1),
-    tf.uint64: _is_int_in(0, 2**64 - 1),
-    tf.float32: lambda value: type(value) in (int, float),
-    tf.float64: lambda value: type(value) in (int, float),
-    tf.bool: lambda value: type(value) is bool,
-    tf.string: lambda value: type(value) is str or _is_b64(value),
+    tf.int8: (-(2**31), 2**31 - 1),
+    tf.int16: (-(2**31), 2**31 - 1),
+    tf.int32: (-(2**31), 2**31 - 1),
+    tf.uint8: (-(2**31), 2**31 - 1),
+    tf.int64: (-(2**63), 2**63 - 1),
+    tf.uint32: (0, 2**32 - 1),
+    tf.uint64: (0, 2**64 - 1),
 }
+_LEAF_TYPES = {
+    **{dtype: {int} for dtype in _INT_RANGES},
+    tf.float32: {int, float},
+    tf.float64: {int, float},
+    tf.bool: {bool},
+}
+"""The Python types (as ``json`` parses them) each dtype's leaves may have; ``bool`` is not ``int``."""
+
+
+def _leaf_ok(dtype: tf.DType) -> Callable[[object], bool]:
+    """One leaf's check for ``dtype``, value by value (to find the leaf to name in a message)."""
+    if dtype == tf.string:
+        return lambda value: type(value) is str or _is_b64(value)
+    types, (low, high) = _LEAF_TYPES[dtype], _INT_RANGES.get(dtype, (None, None))
+    return lambda value: type(value) in types and (low is None or low <= value <= high)
+
+
+def _numeric(leaves: list, dtype: tf.DType) -> np.ndarray | None:
+    """The leaves as a wide numpy array, or None when one of them is not valid for ``dtype``.
+
+    One pass over the leaves' types and the array's extremes instead of a check per value: this
+    is the REST predict path, millions of values for a batch of images.
+    """
+    if not set(map(type, leaves)) <= _LEAF_TYPES[dtype]:
+        return None
+    if dtype not in _INT_RANGES:
+        return np.array(leaves, dtype=np.float64 if dtype.is_floating else bool)
+    low, high = _INT_RANGES[dtype]
+    try:
+        array = np.array(leaves, dtype=np.uint64 if low == 0 else np.int64)
+    except OverflowError:  # beyond the wide type, so beyond the range too
+        return None
+    if array.size and (array.min() < low or array.max() > high):
+        return None
+    return array
 
 
 def _debug(value) -> str:
@@ -114,22 +140,24 @@ def json_tensor(value, dtype: tf.DType) -> np.ndarray:
         ServingError: INVALID_ARGUMENT for a value of the wrong JSON type or ragged lists,
             UNIMPLEMENTED for a dtype JSON cannot express.
     """
-    check, type_name = _LEAF_CHECKS.get(dtype), dtype_name(dtype.as_datatype_enum)
+    type_name = dtype_name(dtype.as_datatype_enum)
     shape, leaves = _dense(value)
-    if check is None:
+    if dtype != tf.string and dtype not in _LEAF_TYPES:
         message = f"Conversion of JSON Value: {_debug(value)} to type: {type_name}"
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED, message)
-    if not all(map(check, leaves)):
+    check = _leaf_ok(dtype)
+    if dtype == tf.string:
+        array = np.array([_decode(leaf) for leaf in leaves], dtype=object) if all(map(check, leaves)) else None
+    else:
+        array = _numeric(leaves, dtype)
+    if array is None:
         bad = next(leaf for leaf in leaves if not check(leaf))
         if dtype == tf.string and type(bad) is dict:
             raise invalid_argument(f"JSON Value: {_debug(bad)} not formatted correctly for base64 data")
         raise invalid_argument(
             f"JSON Value: {_debug(bad)} Type: {_json_type(bad)} is not of expected type: {type_name}"
         )
-    if dtype == tf.string:
-        return np.array([_decode(leaf) for leaf in leaves], dtype=object).reshape(shape)
-    wide = np.uint64 if dtype in (tf.uint32, tf.uint64) else np.float64 if dtype.is_floating else np.int64
-    return np.array(leaves, dtype=wide).astype(dtype.as_numpy_dtype).reshape(shape)
+    return array.reshape(shape) if dtype == tf.string else array.astype(dtype.as_numpy_dtype).reshape(shape)
 
 
 def _row_columns(instances: list, specs: Mapping[str, tf.TensorSpec]) -> dict[str, list]:
