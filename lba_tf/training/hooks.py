@@ -191,18 +191,19 @@ def best_score(results: Mapping) -> float:
 
 
 class Decisions:
-    """What a run has decided that the model and optimizer do not hold: the best score so far,
-    its step, and the step last evaluated. These live in the checkpoint with the weights, so a
-    run resumed from any checkpoint goes on deciding exactly as the uninterrupted run did."""
+    """What a run has decided that the model and optimizer do not hold: the best score so far
+    and the step last evaluated. These live in the checkpoint with the weights, so a run resumed
+    from any checkpoint goes on deciding exactly as the uninterrupted run did (``best.json``,
+    which may be ahead of the checkpoint after a kill, is the report of the decision, not its
+    state)."""
 
     def __init__(self):
         self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
-        self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
         self.evaluated_at = tf.Variable(-1, dtype=tf.int64, trainable=False, name="evaluated_at")
 
     def variables(self) -> dict[str, tf.Variable]:
         """The state by name, for ``tf.train.Checkpoint``."""
-        return {"best_score": self.best_score, "best_step": self.best_step, "evaluated_at": self.evaluated_at}
+        return {"best_score": self.best_score, "evaluated_at": self.evaluated_at}
 
 
 class Evaluation(Hook):
@@ -211,7 +212,7 @@ class Evaluation(Hook):
 
     The best weights are chosen on the test set itself (there is no validation split in these
     protocols), so they are saved as ``weights/best`` and labelled as such, never reported by default.
-    What was decided (best score, its step, the last evaluated step) is kept in ``decisions``,
+    What was decided (the best score, the last evaluated step) is kept in ``decisions``,
     which the trainer checkpoints after this hook has run at an epoch's end.
 
     Args:
@@ -269,7 +270,6 @@ class Evaluation(Hook):
                 if self.chief:
                     self.run.write_best(score, step)
                 self.decisions.best_score.assign(score)
-                self.decisions.best_step.assign(step)
 
     def after_train(self, step):
         if not self.run.weights("best").exists():

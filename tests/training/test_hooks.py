@@ -147,10 +147,9 @@ def test_evaluation_runs_on_its_epochs_keeps_the_best_on_test_and_evaluates_at_t
     assert [step for step, _ in _scalars(tmp_path / "tb")["eval/infrared_to_visible/rank1"]] == [4, 8, 10, 11]
 
 
-def _resumed_decisions(best: float, best_step: int, evaluated_at: int) -> Decisions:
+def _resumed_decisions(best: float, evaluated_at: int) -> Decisions:
     decisions = Decisions()
     decisions.best_score.assign(best)
-    decisions.best_step.assign(best_step)
     decisions.evaluated_at.assign(evaluated_at)
     return decisions
 
@@ -170,22 +169,22 @@ def _resumed_evaluation(run, saved, rank1, decisions):
 
 def test_a_resumed_evaluation_knows_the_best_so_far_from_the_checkpointed_decisions(tmp_path):
     run, saved = RunDir(tmp_path / "run"), []
-    hook = _resumed_evaluation(run, saved, 40.0, _resumed_decisions(50.0, 6, 6))
+    hook = _resumed_evaluation(run, saved, 40.0, _resumed_decisions(50.0, 6))
     hook.after_epoch(3, 8)
-    assert saved == [] and run.read_best() is None and hook.decisions.best_step.numpy() == 6
+    assert saved == [] and run.read_best() is None
     assert hook.evaluated_at == 8
 
 
 def test_an_evaluation_after_the_restored_checkpoint_is_decided_again(tmp_path):
     # killed after the evaluation at step 8 wrote best.json, before checkpoint 8: the run resumes
-    # from step 6, whose decisions say best 20 at step 4, and must choose step 8 again
+    # from step 6, whose decisions say best 20, and must choose step 8 again
     run = RunDir(tmp_path / "run")
     run.write_best(40.0, 8)
     saved = []
-    hook = _resumed_evaluation(run, saved, 40.0, _resumed_decisions(20.0, 4, 4))
+    hook = _resumed_evaluation(run, saved, 40.0, _resumed_decisions(20.0, 4))
     hook.after_epoch(3, 8)
     assert saved == ["best"] and run.read_best()["step"] == 8
-    assert (hook.best, int(hook.decisions.best_step.numpy())) == (40.0, 8)
+    assert hook.best == 40.0
 
 
 def test_resumed_at_the_stop_the_table_is_recomputed_without_new_summaries(tmp_path):
@@ -199,7 +198,7 @@ def test_resumed_at_the_stop_the_table_is_recomputed_without_new_summaries(tmp_p
         writer=writer,
         run=run,
         save_weights=lambda name: None,
-        decisions=_resumed_decisions(40.0, 6, 6),
+        decisions=_resumed_decisions(40.0, 6),
     )
     hook.after_train(6)
     writer.flush()
