@@ -6,6 +6,12 @@ from lba_tf.config.loader import ConfigError
 from lba_tf.config.schema import Config
 
 
+def alignment_can_pair(num_identities: int, num_instances: int) -> bool:
+    """The alignment's rule: each image gets negatives of K distinct other identities of its batch,
+    so ``P - 1 >= K``. The one statement of it, for the config check here and the model's own."""
+    return num_identities - 1 >= num_instances
+
+
 def check_batch_layout(config: Config) -> None:
     """Refuse a batch of P identities x K images that the configured method cannot train on.
 
@@ -18,7 +24,7 @@ def check_batch_layout(config: Config) -> None:
         ConfigError: one line naming both settings, the rule and the values that satisfy it.
     """
     p, k = config.data.num_identities, config.data.num_instances
-    if config.model.method == "full" and p - 1 < k:
+    if config.model.method == "full" and not alignment_can_pair(p, k):
         raise ConfigError(
             f"data.num_identities={p} with data.num_instances={k}: model.method=full pairs each image with "
             f"images of {k} distinct other identities of its batch, so it needs data.num_identities - 1 >= "

@@ -14,6 +14,8 @@ import random
 import keras
 import tensorflow as tf
 
+from lba_tf.config.batch_layout import alignment_can_pair
+
 MINMAX_EPS = 1e-12
 NORMALIZE_EPS = 1e-12
 
@@ -26,7 +28,7 @@ def _random_permutations(shape: list[int], seed: tf.Tensor) -> tf.Tensor:
 
 def check_batch_layout(num_identities: int, num_instances: int) -> None:
     """Raise ``ValueError`` unless every identity can get K distinct other identities."""
-    if num_identities - 1 < num_instances:
+    if not alignment_can_pair(num_identities, num_instances):
         raise ValueError(
             f"negatives need num_identities - 1 >= num_instances, got P={num_identities}, K={num_instances}"
         )
