@@ -11,23 +11,26 @@ from lba_tf.training import checkpoints
 from lba_tf.training.checkpoints import CheckpointError
 
 
-def _three_checkpoints(directory: pathlib.Path):
-    """Checkpoints 1, 2, 3 of a variable whose value is the step (and a large one, so the data
-    file has something to truncate), written as the trainer writes them."""
-    step = tf.Variable(0.0)
-    big = tf.Variable(tf.zeros([4096]))
-    checkpoint = tf.train.Checkpoint(state={"step": step, "big": big})
+def _state():
+    """A variable whose value is the step, a large one (so the data file has something to
+    truncate), and the checkpoint object of both."""
+    step, big = tf.Variable(-1.0), tf.Variable(tf.zeros([4096]))
+    return tf.train.Checkpoint(state={"step": step, "big": big}), step, big
+
+
+def _three_checkpoints(directory: pathlib.Path) -> None:
+    """Checkpoints 1, 2, 3 of :func:`_state`, written as the trainer writes them."""
+    checkpoint, step, big = _state()
     manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=5)
     for n in (1, 2, 3):
         step.assign(float(n))
         big.assign(tf.fill([4096], float(n)))
         manager.save(checkpoint_number=n)
-    return checkpoint, step
 
 
 def _restored_step(directory):
-    checkpoint, step = _three_checkpoints(directory.parent / "scratch")
-    step.assign(-1.0)
+    """The checkpoint :func:`checkpoints.repair` chooses, and the step a fresh state restores from it."""
+    checkpoint, step, _ = _state()
     chosen = checkpoints.repair(directory)
     checkpoint.restore(chosen).assert_consumed()
     return chosen, float(step.numpy())
