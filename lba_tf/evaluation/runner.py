@@ -1,10 +1,11 @@
-"""Evaluating a model on a dataset's protocol: features once per image, then every trial scored."""
+"""Evaluating a model on a dataset's protocol: features once per image, then every trial scored,
+and the ranked lists of each direction's first trial (``lba_tf.evaluation.ranked_lists``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -13,11 +14,19 @@ from lba_tf.data.pipeline import inference_dataset, load_images
 from lba_tf.data.records import MODALITY_INDEX, ImageRecord, ReIDDataset, TestSplit
 from lba_tf.evaluation.metrics import evaluate
 from lba_tf.evaluation.protocols import EvaluationProtocol, split_labels
+from lba_tf.evaluation.ranked_lists import RankedLists, trial_ranked_lists
 from lba_tf.evaluation.rerank import k_reciprocal_rerank
 from lba_tf.evaluation.results import DirectionResult, Metrics, chance_level, mean_over_trials
 from lba_tf.log import logger
 
-__all__ = ["describe_split", "evaluate_model", "extract_features", "score_split"]
+__all__ = [
+    "EvaluationResults",
+    "describe_split",
+    "evaluate_model",
+    "extract_features",
+    "score_split",
+    "split_distances",
+]
 
 _EMBED_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -64,6 +73,21 @@ def _unique_records(splits: Sequence[TestSplit]) -> list[ImageRecord]:
     return list(seen.values())
 
 
+def split_distances(split: TestSplit, features: Mapping[str, np.ndarray], rerank: bool = False) -> np.ndarray:
+    """``[Q, G]`` distances of one trial from precomputed features (``path -> [D]`` L2-normalised):
+    negated cosine similarities, or k-reciprocal re-ranked distances."""
+    q = np.stack([features[r.path] for r in split.query])
+    g = np.stack([features[r.path] for r in split.gallery])
+    if rerank:
+        # squared Euclidean distances of unit vectors
+        return k_reciprocal_rerank(2.0 - 2.0 * q @ g.T, 2.0 - 2.0 * q @ q.T, 2.0 - 2.0 * g @ g.T)
+    return -(q @ g.T)
+
+
+def _metrics(split: TestSplit, distances: np.ndarray, protocol, max_rank: int = 20) -> Metrics:
+    return Metrics.of(evaluate(distances, *split_labels(split), protocol, max_rank=max_rank))
+
+
 def score_split(
     split: TestSplit,
     features: dict[str, np.ndarray],
@@ -72,14 +96,7 @@ def score_split(
     max_rank: int = 20,
 ) -> Metrics:
     """Metrics of one trial from precomputed features (``path -> [D]`` L2-normalised)."""
-    q = np.stack([features[r.path] for r in split.query])
-    g = np.stack([features[r.path] for r in split.gallery])
-    if rerank:
-        # squared Euclidean distances of unit vectors
-        distmat = k_reciprocal_rerank(2.0 - 2.0 * q @ g.T, 2.0 - 2.0 * q @ q.T, 2.0 - 2.0 * g @ g.T)
-    else:
-        distmat = -(q @ g.T)
-    return Metrics.of(evaluate(distmat, *split_labels(split), protocol, max_rank=max_rank))
+    return _metrics(split, split_distances(split, features, rerank), protocol, max_rank)
 
 
 def _side(records: Sequence[ImageRecord]) -> str:
@@ -97,6 +114,30 @@ def describe_split(split: TestSplit) -> str:
     return f"queries: {_side(split.query)}; gallery: {_side(split.gallery)}"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvaluationResults(Mapping):
+    """What an evaluation found: ``{direction: DirectionResult}`` (it reads as that mapping, as
+    ``format_table`` and ``results_json`` take it), and what to draw of it.
+
+    Args:
+        results: ``{direction: DirectionResult}``, in the protocol's order.
+        ranked_lists: ``{direction: RankedLists}``, the chosen queries of each direction's first
+            trial (``lba_tf.evaluation.ranked_lists``), ranked as they were scored.
+    """
+
+    results: Mapping[str, DirectionResult]
+    ranked_lists: Mapping[str, RankedLists] = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, direction: str) -> DirectionResult:
+        return self.results[direction]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
 def evaluate_model(
     model,
     dataset: ReIDDataset,
@@ -108,11 +149,12 @@ def evaluate_model(
     rerank: bool = False,
     skip_corrupt: bool = False,
     directions: Sequence[str] | None = None,
-) -> dict[str, DirectionResult]:
+) -> EvaluationResults:
     """Run the dataset's protocol on ``model``.
 
     Every image that appears in any query or gallery of any trial is decoded and embedded once;
-    each trial is then scored from those features.
+    the ranked lists of the first trial are drawn from those images and distances (the few drawn
+    images copied, the decoded ones then let go), and each trial is scored from the features.
 
     Args:
         model: an ``LbAModel``.
@@ -120,15 +162,15 @@ def evaluate_model(
         height, width: the model's input size.
         trials: random galleries (or splits) per direction.
         batch_size: images per forward pass.
-        rerank: apply k-reciprocal re-ranking.
+        rerank: apply k-reciprocal re-ranking (the ranked lists show re-ranked distances).
         skip_corrupt: skip undecodable images instead of failing.
         directions: a subset of ``dataset.protocol.directions``; all by default.
 
     Returns:
-        ``{direction: DirectionResult}``.
+        :class:`EvaluationResults`: ``{direction: DirectionResult}`` and the ranked lists.
     """
     protocol = dataset.protocol
-    results = {}
+    results, ranked = {}, {}
     for direction in directions or protocol.directions:
         splits = protocol.test_splits(dataset.test_images, direction, trials)
         records = _unique_records(splits)
@@ -142,7 +184,11 @@ def evaluate_model(
             )
             for s in splits
         ]
-        per_trial = [score_split(s, by_path, protocol, rerank) for s in kept]
+        first = split_distances(kept[0], by_path, rerank)
+        images = dict(zip((r.path for r in cache.records), cache.images))
+        ranked[direction] = trial_ranked_lists(kept[0], first, protocol, images, similarity=not rerank)
+        del cache, images  # the ranked lists hold copies of the few images they draw
+        per_trial = [_metrics(kept[0], first, protocol)] + [score_split(s, by_path, protocol, rerank) for s in kept[1:]]
         chance = mean_over_trials([chance_level(s, protocol) for s in kept])
         results[direction] = DirectionResult(direction, per_trial, chance, describe_split(kept[0]))
-    return results
+    return EvaluationResults(results, ranked)

@@ -228,3 +228,38 @@ def test_llcm_directions_rank_as_the_authors_script_with_same_identity_and_camer
     assert forward.scored == "queries: 2 infrared; gallery: 8 visible"
     assert_every_trial(backward, 50.0, 100 * (1 + 1 / 2) / 2, 100 * (1 + 1 / 2) / 2)
     assert_every_trial(forward, 50.0, 100 * (1 + 5 / 12) / 2, 100 * (1 + 1 / 2) / 2)
+
+
+def test_ranked_lists_of_the_first_trial_rank_as_scored_on_copies_of_the_images(tmp_path, monkeypatch):
+    # the decoy in cam1: id 1's cam3 queries rank it first (same angle), then id 1's cam1, cam4 and
+    # cam5 images (30 degrees away; cam2 ignored), then id 2's cam4 and cam5 (50 degrees away)
+    dataset = SYSUMM01(str(sysu_tree(tmp_path / "SYSU-MM01", decoy_camera=1)))
+    decoded = []
+    load_images = runner.load_images
+    monkeypatch.setattr(runner, "load_images", lambda *a, **k: decoded.append(load_images(*a, **k)) or decoded[-1])
+    results = evaluate(dataset, trials=2)
+    ranked = results.ranked_lists["infrared_to_visible"]
+    assert ranked.score_name == "cosine similarity" and len(ranked.rows) == 6
+    first = ranked.rows[0]
+    assert (first.query_pid, first.note) == (1, "infrared cam3")
+    assert first.gallery_pids == [2, 1, 1, 1, 2, 2] and first.first_right == 2
+    np.testing.assert_allclose(first.scores, np.cos(np.radians([0, 30, 30, 30, 50, 50])), atol=1e-6)
+    assert [row.query_pid for row in ranked.rows] == [1, 1, 1, 2, 2, 2]
+    (cache,) = decoded
+    row = [r.path for r in cache.records].index("cam3/0001/0001.jpg")
+    np.testing.assert_array_equal(first.query, cache.images[row])
+    drawn = [first.query, *first.gallery]
+    assert not any(np.shares_memory(image, cache.images) for image in drawn)  # the cache can go
+
+
+def test_re_ranked_lists_show_distances(tmp_path):
+    dataset = SYSUMM01(str(sysu_tree(tmp_path / "SYSU-MM01", decoy_camera=1)))
+    height, width = IMAGE_SIZE
+    results = runner.evaluate_model(
+        PixelAngleModel(), dataset, height=height, width=width, trials=1, batch_size=5, rerank=True
+    )
+    ranked = results.ranked_lists["infrared_to_visible"]
+    assert ranked.score_name == "re-ranked distance"
+    scores = ranked.rows[0].scores
+    assert scores == sorted(scores)  # ascending: distances, smaller first
+    assert dict(results) == results.results and list(results) == ["infrared_to_visible"]
