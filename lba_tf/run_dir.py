@@ -7,6 +7,7 @@ one; all of them go through :class:`RunDir`, so the layout is written down once:
     <run>/run.json                    what the config does not say: classes, steps per epoch
     <run>/checkpoints/                model, optimizer and step, for resuming
     <run>/tensorboard/                summaries and pictures
+    <run>/pictures/                   each evaluation's ranked lists, as PNG files
     <run>/weights/last.weights.h5     the last epoch's weights (what is evaluated and exported)
     <run>/weights/best.weights.h5     the epoch whose evaluation scored highest (test set: optimistic)
     <run>/best.json                   that score, its step and what it was chosen on
@@ -114,6 +115,11 @@ class RunDir:
         if choice not in ("last", "best"):
             raise ValueError(f"weights choice must be 'last' or 'best', got {choice!r}")
         return self.path / "weights" / f"{choice}.weights.h5"
+
+    def ranked_picture_path(self, direction: str, step: int) -> pathlib.Path:
+        """``pictures/ranked_<direction>_step<N>.png``: the ranked lists of the evaluation at
+        global step ``step``."""
+        return self.path / "pictures" / f"ranked_{direction}_step{step}.png"
 
     def evaluation_path(self, choice: WeightsChoice = "last") -> pathlib.Path:
         """Where ``python -m lba_tf.evaluate`` writes its table for those weights."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import keras
 import tensorflow as tf
 
+from lba_tf.evaluation.ranked_lists import draw_ranked_lists, write_png
 from lba_tf.evaluation.results import format_table
 from lba_tf.log import logger
 
@@ -208,7 +209,12 @@ class Decisions:
 
 class Evaluation(Hook):
     """Evaluate every ``every`` epochs, after the last epoch and when training stops (unless it
-    just did); log the table and its summaries; keep the best weights by :func:`best_score`.
+    just did); log the table and its summaries; draw its ranked lists; keep the best weights by
+    :func:`best_score`.
+
+    Each evaluation's ranked lists (the same queries every time) are drawn as
+    ``<run>/pictures/ranked_<direction>_step<N>.png`` and as the TensorBoard image
+    ``ranked/<direction>`` at that step (the chief only).
 
     The best weights are chosen on the test set itself (there is no validation split in these
     protocols), so they are saved as ``weights/best`` and labelled as such, never reported by default.
@@ -216,14 +222,15 @@ class Evaluation(Hook):
     which the trainer checkpoints after this hook has run at an epoch's end.
 
     Args:
-        evaluate: runs the protocol on the current model; returns ``{direction: DirectionResult}``
-            (see ``lba_tf.evaluation.results``).
+        evaluate: runs the protocol on the current model; returns an
+            ``lba_tf.evaluation.runner.EvaluationResults`` (``{direction: DirectionResult}`` and
+            the ranked lists).
         every: epochs between evaluations.
         epochs: the run's number of epochs (the last one is always evaluated).
         writer: a ``tf.summary`` writer for ``eval/<direction>/<metric>``.
-        run: the :class:`lba_tf.run_dir.RunDir` holding ``best.json``.
+        run: the :class:`lba_tf.run_dir.RunDir` holding ``best.json`` and the pictures.
         save_weights: writes the model's weights under a name (``"best"``).
-        chief: whether this worker writes ``best.json``.
+        chief: whether this worker writes ``best.json`` and the pictures.
         decisions: the run's :class:`Decisions` as restored from its checkpoint (a fresh run's by default).
     """
 
@@ -259,6 +266,15 @@ class Evaluation(Hook):
                 row = result.mean.row()
                 for key in ("rank1", "mAP", "mINP"):
                     tf.summary.scalar(f"eval/{direction}/{key}", row[key])
+            if self.chief:
+                self._draw_ranked_lists(step)
+
+    def _draw_ranked_lists(self, step: int) -> None:
+        for direction, ranked in self.results.ranked_lists.items():
+            if ranked.rows:
+                picture = draw_ranked_lists(ranked, title=f"{direction}, step {step}")
+                write_png(picture, self.run.ranked_picture_path(direction, step))
+                tf.summary.image(f"ranked/{direction}", picture[None])
 
     def after_epoch(self, epoch, step):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:

@@ -5,9 +5,12 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lba_tf.evaluation.ranked_lists import RankedList, RankedLists, draw_ranked_lists
 from lba_tf.evaluation.results import DirectionResult, Metrics
+from lba_tf.evaluation.runner import EvaluationResults
 from lba_tf.run_dir import RunDir
 from lba_tf.training.hooks import (
     Checkpoints,
@@ -27,6 +30,11 @@ def _result(rank1, mAP):
     """A direction's result of one trial with the given rank-1 and mAP (percent)."""
     trial = Metrics(np.array([rank1 / 100] + [1.0] * 19), mAP / 100, 0.1)
     return DirectionResult("infrared_to_visible", [trial], chance=trial)
+
+
+def _results(**results):
+    """What ``evaluate_model`` returns, without ranked lists."""
+    return EvaluationResults(results)
 
 
 def _scalars(logdir):
@@ -130,7 +138,7 @@ def test_evaluation_runs_on_its_epochs_keeps_the_best_on_test_and_evaluates_at_t
 
     def evaluate():
         evaluations.append(len(evaluations))
-        return {"infrared_to_visible": _result(next(scores), 0.0)}
+        return _results(infrared_to_visible=_result(next(scores), 0.0))
 
     writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
     hook = Evaluation(evaluate, every=2, epochs=5, writer=writer, run=run, save_weights=saved.append)
@@ -157,7 +165,7 @@ def _resumed_decisions(best: float, evaluated_at: int) -> Decisions:
 def _resumed_evaluation(run, saved, rank1, decisions):
     """An evaluation every epoch of 3 that scores ``rank1``, resumed with ``decisions``."""
     return Evaluation(
-        lambda: {"d": _result(rank1, 0.0)},
+        lambda: _results(d=_result(rank1, 0.0)),
         every=1,
         epochs=3,
         writer=tf.summary.create_noop_writer(),
@@ -192,7 +200,7 @@ def test_resumed_at_the_stop_the_table_is_recomputed_without_new_summaries(tmp_p
     calls = []
     writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
     hook = Evaluation(
-        lambda: calls.append(1) or {"infrared_to_visible": _result(40.0, 0.0)},
+        lambda: calls.append(1) or _results(infrared_to_visible=_result(40.0, 0.0)),
         every=1,
         epochs=3,
         writer=writer,
@@ -210,7 +218,7 @@ def test_without_any_evaluation_the_stop_still_leaves_best_weights(tmp_path):
     run = RunDir(tmp_path / "run")
     saved = []
     hook = Evaluation(
-        lambda: {"d": _result(1.0, 0.0)},
+        lambda: _results(d=_result(1.0, 0.0)),
         every=10,
         epochs=10,
         writer=tf.summary.create_noop_writer(),
@@ -219,3 +227,58 @@ def test_without_any_evaluation_the_stop_still_leaves_best_weights(tmp_path):
     )
     hook.after_train(3)
     assert saved == ["best"]
+
+
+def _image_sizes(logdir, tag):
+    """``[(step, (height, width))]`` of the image summaries ``tag`` under ``logdir``."""
+    events = EventAccumulator(str(logdir), size_guidance={"tensors": 0}).Reload()
+    sizes = []
+    for event in events.Tensors(tag):
+        width, height = tf.make_ndarray(event.tensor_proto)[:2]  # then the PNG
+        sizes.append((event.step, (int(height), int(width))))
+    return sizes
+
+
+def _ranked():
+    row = RankedList(
+        query=np.full((8, 4, 3), 200, np.uint8),
+        gallery=[np.full((8, 4, 3), 90, np.uint8)] * 2,
+        scores=[0.9, 0.8],
+        query_pid=1,
+        gallery_pids=[1, 2],
+        first_right=1,
+    )
+    return RankedLists([row])
+
+
+def test_each_evaluation_draws_its_ranked_lists_as_png_and_in_tensorboard(tmp_path):
+    run = RunDir(tmp_path / "run")
+    ranked = _ranked()
+    results = EvaluationResults({"infrared_to_visible": _result(40.0, 0.0)}, {"infrared_to_visible": ranked})
+    writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+    hook = Evaluation(lambda: results, every=1, epochs=3, writer=writer, run=run, save_weights=lambda name: None)
+    hook.after_epoch(0, 4)
+    hook.after_train(6)
+    writer.flush()
+    pictures = sorted(p.name for p in (run.path / "pictures").iterdir())
+    assert pictures == ["ranked_infrared_to_visible_step4.png", "ranked_infrared_to_visible_step6.png"]
+    want = draw_ranked_lists(ranked, title="infrared_to_visible, step 4")
+    with Image.open(run.ranked_picture_path("infrared_to_visible", 4)) as image:
+        np.testing.assert_array_equal(np.asarray(image), want)
+    assert _image_sizes(tmp_path / "tb", "ranked/infrared_to_visible") == [(4, want.shape[:2]), (6, want.shape[:2])]
+
+
+def test_only_the_chief_draws(tmp_path):
+    run = RunDir(tmp_path / "run")
+    results = EvaluationResults({"d": _result(40.0, 0.0)}, {"d": _ranked()})
+    hook = Evaluation(
+        lambda: results,
+        every=1,
+        epochs=3,
+        writer=tf.summary.create_noop_writer(),
+        run=run,
+        save_weights=lambda name: None,
+        chief=False,
+    )
+    hook.after_epoch(0, 4)
+    assert not (run.path / "pictures").exists()
