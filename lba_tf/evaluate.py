@@ -5,7 +5,10 @@ report their last epoch; ``--best`` for the evaluation-time best, which was chos
 and is labelled so), a Keras ``.weights.h5`` file (from training or from
 ``python -m lba_tf.tools.import_torch``) or a ``.keras`` file. The query and gallery images of
 every trial are embedded once; each trial is scored; the table of every trial, the mean and the
-chance level is printed and written as JSON next to the weights. A config that does not fit the
+chance level is printed and written as JSON next to the weights; beside that file go the ranked
+lists of a few fixed queries of each direction's first trial, as
+``<its stem>_ranked_<direction>.png`` (``evaluation_ranked_infrared_to_visible.png`` in a run
+directory; re-ranked evaluations show distances). A config that does not fit the
 weights (a run's are evaluated with its model settings) and an output that cannot be written are
 refused before TensorFlow starts.
 """
@@ -37,6 +40,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def ranked_picture_path(output: pathlib.Path, direction: str) -> pathlib.Path:
+    """Where the ranked lists of ``direction`` go, beside the results ``output``, named after it so
+    that the evaluations of a run's last and best weights keep their own."""
+    return output.with_name(f"{output.stem}_ranked_{direction}.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lba_tf.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         default=None,
         metavar="FILE",
-        help="JSON output (default: <weights>.eval.json, or evaluation.json in a run directory)",
+        help="JSON output (default: <weights>.eval.json, or evaluation.json in a run directory); "
+        "the ranked-list pictures go beside it, as <its stem>_ranked_<direction>.png",
     )
     parser.add_argument(
         "--cache-dir",
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     start_runtime(args)
 
     from lba_tf.data.datasets.registry import build_dataset
+    from lba_tf.evaluation.ranked_lists import draw_ranked_lists, write_png
     from lba_tf.evaluation.results import format_table, results_json
     from lba_tf.evaluation.runner import evaluate_model
     from lba_tf.log import logger
@@ -131,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(payload, indent=2))
     print(f"results: {output}")
+    for direction, ranked in results.ranked_lists.items():
+        if ranked.rows:
+            picture = draw_ranked_lists(ranked, title=f"{direction}, {weights.name} ({source.choice})")
+            print(f"ranked lists: {write_png(picture, ranked_picture_path(output, direction))}")
     return 0
 
 

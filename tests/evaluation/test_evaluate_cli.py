@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lba_tf.config import load_config
 from lba_tf.data.datasets.registry import build_dataset
@@ -40,6 +41,10 @@ def test_weights_file_gives_the_in_process_table_and_writes_json(trained, capsys
     for key in ("rank1", "rank5", "mAP", "mINP"):
         np.testing.assert_allclose(got["mean"][key], want["mean"][key], rtol=1e-6)
     assert len(got["trials"]) == 2
+    picture = root / "model.eval_ranked_infrared_to_visible.png"
+    assert f"ranked lists: {picture}" in out
+    with Image.open(picture) as image:
+        assert image.mode == "RGB" and image.height > 6 * 128  # six queries, 32 x 16 images enlarged
 
 
 def _run_directory(trained, run):
@@ -77,6 +82,8 @@ def test_best_on_test_weights_are_opt_in_and_labelled(trained, tmp_path, capsys)
     trial0 = saved["results"]["infrared_to_visible"]["trials"][0]
     assert trial0["mAP"] != pytest.approx(expected["infrared_to_visible"]["trials"][0]["mAP"], rel=1e-6)
     assert not (run / "evaluation.json").exists()
+    # its own pictures: those of the last weights are not overwritten
+    assert sorted(p.name for p in run.glob("*.png")) == ["evaluation-best-on-test_ranked_infrared_to_visible.png"]
 
 
 def test_best_needs_a_run_directory(trained, capsys):
