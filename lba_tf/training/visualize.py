@@ -7,8 +7,12 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from lba_tf.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from lba_tf.evaluation.ranked_lists import enlargement
 from lba_tf.models.alignment import sample_alignment_pairs
 from lba_tf.models.lba import LbAModel
+
+MIN_HEIGHT = 256
+"""Panels shorter than this (the demo trains at 64 x 32) are drawn enlarged to at least this height."""
 
 
 def _grid_centres(grid_h: int, grid_w: int, height: int, width: int) -> np.ndarray:
@@ -40,10 +44,19 @@ def warp_image(target: np.ndarray, matching: np.ndarray, grid: tuple[int, int]) 
 
 
 def draw_correspondences(
-    query: np.ndarray, target: np.ndarray, matching: np.ndarray, grid: tuple[int, int], top_k: int = 12
+    query: np.ndarray,
+    target: np.ndarray,
+    matching: np.ndarray,
+    grid: tuple[int, int],
+    top_k: int = 12,
+    min_height: int = MIN_HEIGHT,
 ) -> np.ndarray:
     """The query and target side by side with the ``top_k`` strongest matches drawn as lines,
     and the target warped onto the query's grid as a third panel.
+
+    Images shorter than ``min_height`` are enlarged by the least whole factor ``f`` that makes
+    them at least that tall, each pixel repeated as an ``f x f`` block (the pixels the model saw),
+    and the lines are drawn at that scale.
 
     Args:
         query: uint8 ``[H, W, 3]`` (e.g. the RGB image).
@@ -51,26 +64,29 @@ def draw_correspondences(
         matching: ``[h*w, h*w]`` matching probability from query cells to target cells.
         grid: the feature map size ``(h, w)``.
         top_k: how many query cells (those with the most confident match) get a line.
+        min_height: see above; 1 draws at the images' own size.
 
     Returns:
-        uint8 ``[H, 3W, 3]``.
+        uint8 ``[f H, 3 f W, 3]``.
     """
-    height, width = query.shape[:2]
     matching = np.asarray(matching, np.float64)
-    canvas = Image.new("RGB", (3 * width, height))
-    canvas.paste(Image.fromarray(query), (0, 0))
-    canvas.paste(Image.fromarray(target), (width, 0))
-    canvas.paste(Image.fromarray(warp_image(target, matching, grid)), (2 * width, 0))
+    factor = enlargement(query.shape[0], min_height)
+    panels = [query, target, warp_image(target, matching, grid)]
+    panels = [np.repeat(np.repeat(panel, factor, axis=0), factor, axis=1) for panel in panels]
+    height, width = panels[0].shape[:2]
+    canvas = Image.fromarray(np.concatenate(panels, axis=1))
     centres = _grid_centres(*grid, height, width)
     best = matching.argmax(axis=1)
     strength = matching.max(axis=1)
+    line = max(1, factor // 2)
+    radius = 1.5 * line
     draw = ImageDraw.Draw(canvas)
     for rank, cell in enumerate(np.argsort(-strength, kind="stable")[:top_k]):
         hue = rank / max(top_k, 1)
         colour = tuple(int(255 * c) for c in (1 - hue, hue, 0.5))
         (x0, y0), (x1, y1) = centres[cell], centres[best[cell]]
-        draw.line([(x0, y0), (x1 + width, y1)], fill=colour, width=1)
-        draw.ellipse([x0 - 1.5, y0 - 1.5, x0 + 1.5, y0 + 1.5], outline=colour)
+        draw.line([(x0, y0), (x1 + width, y1)], fill=colour, width=line)
+        draw.ellipse([x0 - radius, y0 - radius, x0 + radius, y0 + radius], outline=colour, width=line)
     return np.asarray(canvas)
 
 
@@ -81,7 +97,8 @@ def _denormalize(images: np.ndarray) -> np.ndarray:
 
 def correspondence_figure(model: LbAModel, images: tf.Tensor) -> np.ndarray | None:
     """RGB image 0 of a batch, its positive IR partner, their strongest layer4 matches and the
-    partner warped onto it (``[1, H, 3W, 3]`` uint8), or None for the baseline."""
+    partner warped onto it (``[1, f H, 3 f W, 3]`` uint8, enlarged as :func:`draw_correspondences`
+    does), or None for the baseline."""
     if model.alignment is None:
         return None
     half = int(images.shape[0]) // 2
