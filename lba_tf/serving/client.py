@@ -6,6 +6,16 @@ the same commands work against TensorFlow Serving and against ``lba_tf.serving.s
     python -m lba_tf.serving.client embed --server localhost:8500 --modality visible a.jpg b.jpg --out emb.npy
     python -m lba_tf.serving.client search --server localhost:8500 --gallery ir_gallery/ \\
         --gallery-modality infrared --query a.jpg --top-k 10 --out ranked.png
+
+``search`` prints each query's top gallery files with their cosine similarities, to as many
+decimals as tell neighbours apart (``lba_tf.evaluation.ranked_lists.score_decimals``), and draws
+them as the evaluation does (``draw_ranked_lists``). Where identities are known, right and wrong
+matches are marked (green and red frames, ``right``/``wrong`` in the text) and each query's first
+right match is named. They are known from the file names when every query and gallery path is in
+the SYSU-MM01 layout (``.../cam3/0012/0004.jpg``: identity 12, the parent folder), or from
+``--query-ids FILE`` / ``--gallery-ids FILE``: one ``PATH IDENTITY`` per line, the identity the
+last field (``0012`` and ``12`` are the same), ``PATH`` absolute or relative to the list file's
+folder, blank lines and ``#`` comments skipped; files a list does not name are unknown.
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import grpc
 import numpy as np
@@ -27,9 +38,21 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from lba_tf.data.records import MODALITY_INDEX  # noqa: E402
+from lba_tf.evaluation.ranked_lists import (  # noqa: E402
+    RankedList,
+    RankedLists,
+    draw_ranked_lists,
+    first_right_rank,
+    score_decimals,
+    write_png,
+)
 from lba_tf.export.saved_model import OUTPUT_NAME  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+SYSU_LAYOUT = re.compile(r"(?:^|[\\/])cam\d+[\\/](\d+)[\\/][^\\/]+$")
+"""``.../cam<n>/<identity>/<file>``; group 1 is the identity."""
+THUMBNAIL = (256, 128)
+"""``(height, width)`` every image of the search picture is drawn at."""
 
 
 def connect(server: str, max_message_mb: int = 64) -> prediction_service_pb2_grpc.PredictionServiceStub:
@@ -297,44 +320,145 @@ def rank_gallery(queries: np.ndarray, gallery: np.ndarray, top_k: int) -> tuple[
     return order, np.take_along_axis(scores, order, axis=1)
 
 
-def render_ranked_lists(
+def identity(text: str) -> Hashable:
+    """An identity as written: a decimal number (``0012`` -> 12), or the text itself."""
+    return int(text) if text.isdecimal() else text
+
+
+def layout_identities(paths: Sequence[str]) -> list[int] | None:
+    """The identity of every path in the SYSU-MM01 layout (``.../cam3/0012/0004.jpg`` -> 12), or
+    None unless every path has that form."""
+    found = [SYSU_LAYOUT.search(path) for path in paths]
+    return [int(match.group(1)) for match in found] if all(found) else None
+
+
+def read_identity_list(list_file: str) -> dict[str, Hashable]:
+    """``{absolute path: identity}`` of a list of ``PATH IDENTITY`` lines (see the module
+    docstring); relative paths are taken from the list file's folder.
+
+    Raises:
+        ValueError: a line without an identity (the message names file and line).
+    """
+    base = os.path.dirname(os.path.abspath(list_file))
+    listed = {}
+    with open(list_file) as f:
+        for number, line in enumerate(f, start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise ValueError(f"{list_file}:{number}: expected 'PATH IDENTITY', got {line!r}")
+            listed[os.path.normpath(os.path.join(base, parts[0]))] = identity(parts[1])
+    return listed
+
+
+def listed_identities(paths: Sequence[str], list_file: str) -> list[Hashable | None]:
+    """The identity of each of ``paths`` in ``list_file`` (None for a file it does not name).
+
+    Raises:
+        ValueError: the list names none of ``paths`` (most likely relative to another folder).
+    """
+    listed = read_identity_list(list_file)
+    found = [listed.get(os.path.abspath(path)) for path in paths]
+    if paths and all(pid is None for pid in found):
+        raise ValueError(
+            f"{list_file} names none of the {len(paths)} files, e.g. {paths[0]} "
+            "(its paths are relative to its own folder)"
+        )
+    return found
+
+
+def search_identities(
     query_paths: Sequence[str],
     gallery_paths: Sequence[str],
-    indices: np.ndarray,
+    query_ids: str | None = None,
+    gallery_ids: str | None = None,
+) -> tuple[list | None, list | None]:
+    """The identities of the queries and of the gallery, each a list (None where unknown) or None.
+
+    A side takes its list file when given; otherwise its file names' identities when every
+    query and gallery path is in the SYSU-MM01 layout (:func:`layout_identities`); else None.
+    """
+    layout = layout_identities([*query_paths, *gallery_paths])
+    sides = []
+    for paths, list_file, start in ((query_paths, query_ids, 0), (gallery_paths, gallery_ids, len(query_paths))):
+        if list_file:
+            sides.append(listed_identities(paths, list_file))
+        else:
+            sides.append(layout[start : start + len(paths)] if layout else None)
+    return sides[0], sides[1]
+
+
+def search_ranked_lists(
+    query_paths: Sequence[str],
+    gallery_paths: Sequence[str],
+    order: np.ndarray,
     scores: np.ndarray,
-    out_path: str,
-    thumb_size: tuple[int, int] = (128, 64),
-) -> None:
-    """A PNG with one row per query: the query, then its ranked gallery thumbnails and scores.
+    top_k: int,
+    query_ids: Sequence | None = None,
+    gallery_ids: Sequence | None = None,
+    query_modality: str = "",
+) -> RankedLists:
+    """The search as :class:`lba_tf.evaluation.ranked_lists.RankedLists`, images read from the files.
 
     Args:
         query_paths: ``Q`` query files.
-        gallery_paths: the gallery files ``indices`` point into.
-        indices: ``[Q, k]`` ranked gallery indices.
-        scores: ``[Q, k]`` their scores.
-        out_path: the PNG to write.
-        thumb_size: ``(height, width)`` of each thumbnail.
+        gallery_paths: the gallery files ``order`` points into.
+        order: ``[Q, G]`` each query's whole ranked gallery (:func:`rank_gallery` with ``top_k=G``).
+        scores: ``[Q, >= top_k]`` their similarities.
+        top_k: gallery images per query.
+        query_ids, gallery_ids: identities (:func:`search_identities`), or None.
+        query_modality: a note under each query.
     """
-    from PIL import Image, ImageDraw
+    rows = []
+    for q, path in enumerate(query_paths):
+        top = order[q, :top_k]
+        qid = query_ids[q] if query_ids is not None else None
+        ranked_ids = [gallery_ids[i] for i in order[q]] if gallery_ids is not None else None
+        rows.append(
+            RankedList(
+                query=read_pixels(path),
+                gallery=[read_pixels(gallery_paths[i]) for i in top],
+                scores=[float(s) for s in scores[q, :top_k]],
+                query_pid=qid,
+                gallery_pids=ranked_ids[:top_k] if ranked_ids is not None else None,
+                first_right=first_right_rank(ranked_ids, qid) if ranked_ids is not None else None,
+                note=query_modality,
+            )
+        )
+    return RankedLists(rows, "cosine similarity")
 
-    height, width = thumb_size
-    pad, text = 6, 14
-    columns = indices.shape[1] + 1
-    canvas = Image.new(
-        "RGB", (columns * (width + pad) + 2 * pad, len(query_paths) * (height + text + pad) + pad), "white"
-    )
-    draw = ImageDraw.Draw(canvas)
-    for row, query in enumerate(query_paths):
-        top = pad + row * (height + text + pad)
-        cells = [(query, "query")] + [(gallery_paths[i], f"{s:.3f}") for i, s in zip(indices[row], scores[row])]
-        for col, (path, label) in enumerate(cells):
-            left = pad + col * (width + pad) + (pad if col else 0)
-            with Image.open(path) as image:
-                canvas.paste(image.convert("RGB").resize((width, height)), (left, top))
-            if col == 0:
-                draw.rectangle([left - 2, top - 2, left + width + 1, top + height + 1], outline=(30, 90, 200), width=2)
-            draw.text((left + 2, top + height + 1), label, fill=(0, 0, 0))
-    canvas.save(out_path, format="PNG")
+
+def search_lines(
+    ranked: RankedLists,
+    query_paths: Sequence[str],
+    gallery_paths: Sequence[str],
+    order: np.ndarray,
+    query_modality: str,
+    searched: str,
+) -> list[str]:
+    """The text of a search: per query a heading line, then one line per ranked gallery file:
+    rank, similarity (:func:`score_decimals` decimals, one count for all) and path, and
+    ``id <n> right``/``wrong`` where identities are known.
+
+    Args:
+        ranked: :func:`search_ranked_lists`.
+        query_paths, gallery_paths, order: as given to it.
+        query_modality: the queries' modality.
+        searched: what was searched, for the heading (``"6 infrared images, model version 1"``).
+    """
+    decimals = score_decimals([list(row.scores) for row in ranked.rows])
+    lines = []
+    for q, (path, row) in enumerate(zip(query_paths, ranked.rows)):
+        known = "" if row.query_pid is None else f", id {row.query_pid}"
+        first = {None: "", 0: "; no right match"}.get(row.first_right, f"; first right match: rank {row.first_right}")
+        lines.append(f"{path} ({query_modality}{known}) vs {searched}{first}")
+        pids = row.gallery_pids if row.gallery_pids is not None else [None] * len(row.scores)
+        for rank, (i, score, pid, verdict) in enumerate(zip(order[q], row.scores, pids, row.verdicts()), start=1):
+            mark = "" if pid is None else f"  id {pid}" + {None: "", True: " right", False: " wrong"}[verdict]
+            lines.append(f"  {rank:3d}  {score + 0.0:+.{decimals}f}  {gallery_paths[i]}{mark}")
+    return lines
 
 
 def _embed_command(args) -> None:
@@ -351,13 +475,15 @@ def _search_command(args) -> None:
     )
     query_modality = other_modality(args.gallery_modality)
     queries = embed_files(stub, args.model, args.query, query_modality, args.send, args.batch_size, version)
-    indices, scores = rank_gallery(queries, gallery, args.top_k)
-    for q, query in enumerate(args.query):
-        print(f"{query} ({query_modality}) vs {len(paths)} {args.gallery_modality} images, model version {version}")
-        for rank, (i, score) in enumerate(zip(indices[q], scores[q]), start=1):
-            print(f"  {rank:3d}  {score:+.4f}  {paths[i]}")
+    query_ids, gallery_ids = search_identities(args.query, paths, args.query_ids, args.gallery_ids)
+    order, scores = rank_gallery(queries, gallery, len(paths))
+    top_k = min(args.top_k, len(paths))
+    ranked = search_ranked_lists(args.query, paths, order, scores, top_k, query_ids, gallery_ids, query_modality)
+    searched = f"{len(paths)} {args.gallery_modality} images, model version {version}"
+    for line in search_lines(ranked, args.query, paths, order, query_modality, searched):
+        print(line)
     if args.out:
-        render_ranked_lists(args.query, paths, indices, scores, args.out)
+        write_png(draw_ranked_lists(ranked, title=f"{args.model}: {searched}", cell=THUMBNAIL), args.out)
         print(f"ranked lists -> {args.out}")
 
 
@@ -395,6 +521,12 @@ def main(argv: list[str] | None = None) -> None:
     search.add_argument("--query", nargs="+", required=True, help="query images (the other modality)")
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--out", default=None, help="PNG of the ranked lists")
+    ids = (
+        "one 'PATH IDENTITY' per line, PATH absolute or relative to FILE's folder; without it, identities "
+        "come from the file names when every query and gallery path is .../cam<n>/<identity>/<file> (SYSU-MM01)"
+    )
+    search.add_argument("--query-ids", default=None, metavar="FILE", help=f"the queries' identities: {ids}")
+    search.add_argument("--gallery-ids", default=None, metavar="FILE", help=f"the gallery's identities: {ids}")
     search.set_defaults(run=_search_command)
 
     args = parser.parse_args(argv)
@@ -403,6 +535,9 @@ def main(argv: list[str] | None = None) -> None:
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

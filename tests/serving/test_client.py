@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lba_tf.evaluation.ranked_lists import RIGHT, UNKNOWN, WRONG
 from lba_tf.export.saved_model import reference_embeddings
 from lba_tf.serving import client
 from tests.serving.standin import IMAGE_SIZE
@@ -117,9 +118,10 @@ def test_search_command_prints_ranked_lists_and_draws_them(server, standin_model
     printed = [line.split() for line in lines if line.startswith("  ")]
     assert [p[2] for p in printed] == [gallery[i] for i in indices.ravel()]
     np.testing.assert_allclose([float(p[1]) for p in printed], scores.ravel(), atol=1e-4)
+    assert all(len(p) == 3 for p in printed)  # identities unknown: no right or wrong
     with Image.open(out) as image:
-        # 2 rows of (query + 3) thumbnails of 64 x 128 with 6-pixel gaps and a 14-pixel caption
-        assert image.size == (4 * (64 + 6) + 2 * 6, 2 * (128 + 14 + 6) + 6)
+        # 2 rows of the query and 3 gallery images, each drawn at 256 x 128 in its frame
+        assert image.mode == "RGB" and image.height > 2 * 256 and image.width > 4 * 128
 
 
 def test_embed_command_writes_npy(server, standin_model, tmp_path, capsys):
@@ -136,3 +138,101 @@ def test_command_reports_server_errors(server, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         client.main(["embed", "--server", f"127.0.0.1:{server.port}", str(path), "--out", str(tmp_path / "e.npy")])
     assert info.value.code == 1 and "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_identities_come_from_the_sysu_layout_when_every_path_has_it():
+    queries = ["data/SYSU-MM01/cam3/0012/0004.jpg"]
+    gallery = ["g/cam1/0012/0001.jpg", "cam4/0007/0002.jpg", "/abs/cam5/0103/0001.jpg"]
+    assert client.search_identities(queries, gallery) == ([12], [12, 7, 103])
+    # one file outside the layout: nothing is inferred, for the queries either
+    assert client.search_identities(queries, [*gallery, "g/extra/0001.jpg"]) == (None, None)
+    assert client.search_identities(queries, ["g/cam1/x12/0001.jpg"]) == (None, None)
+    assert client.layout_identities(["mycam3/0012/0004.jpg"]) is None
+
+
+def test_identity_lists_name_files_relative_to_their_folder(tmp_path, monkeypatch):
+    (tmp_path / "gallery").mkdir()
+    listing = tmp_path / "gallery" / "ids.txt"
+    listing.write_text(
+        f"# path identity\na/0001.jpg 0012\n\nb c/0002.jpg   7  # a space in the path\n{tmp_path}/q.jpg bob\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    gallery = ["gallery/a/0001.jpg", str(tmp_path / "gallery" / "b c" / "0002.jpg"), "gallery/other.jpg"]
+    query_ids, gallery_ids = client.search_identities(["q.jpg"], gallery, str(listing), str(listing))
+    assert query_ids == ["bob"] and gallery_ids == [12, 7, None]  # a file the list does not name: unknown
+    with pytest.raises(ValueError, match=r"ids.txt names none of the 1 files, e.g. elsewhere.jpg"):
+        client.search_identities(["elsewhere.jpg"], gallery, str(listing))
+    listing.write_text("a/0001.jpg 12\nlonely\n")
+    with pytest.raises(ValueError, match=r"ids.txt:2: expected 'PATH IDENTITY', got 'lonely'"):
+        client.search_identities(["q.jpg"], gallery, None, str(listing))
+
+
+def _unit(degrees_or_cosines):
+    angles = np.arccos(np.asarray(degrees_or_cosines, np.float64))
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+
+def _flat_image(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((64, 32, 3), colour, np.uint8)).save(path)
+    return str(path)
+
+
+def _frame_colour(picture, colour):
+    ys, xs = np.nonzero(np.all(picture == colour, axis=-1))
+    return tuple(picture[(ys.min() + ys.max()) // 2, xs.min() - 2])
+
+
+def test_search_prints_the_digits_that_tell_similarities_apart_and_marks_identities(tmp_path, monkeypatch, capsys):
+    # one person's gallery images at cosine 0.99987 and 0.99985 from the query (four decimals would
+    # print 0.9999 and 0.9998), another person's at 0.5; no server: the embeddings are given. PNG
+    # files in the SYSU-MM01 layout, so that the drawn colours are exact
+    query = _flat_image(tmp_path / "rgb" / "cam1" / "0012" / "0004.png", (200, 0, 200))
+    gallery = [
+        _flat_image(tmp_path / "ir" / "cam3" / "0007" / "0001.png", (0, 60, 250)),
+        _flat_image(tmp_path / "ir" / "cam3" / "0012" / "0001.png", (0, 50, 250)),
+        _flat_image(tmp_path / "ir" / "cam6" / "0012" / "0002.png", (0, 51, 250)),
+    ]
+    monkeypatch.setattr(client, "connect", lambda *args: None)
+    monkeypatch.setattr(client, "gallery_embeddings", lambda *args: (gallery, _unit([0.5, 0.99987, 0.99985]), 3))
+    monkeypatch.setattr(client, "embed_files", lambda *args: _unit([1.0]))
+    out = tmp_path / "ranked.png"
+    client.main(["search", "--gallery", str(tmp_path / "ir"), "--query", query, "--top-k", "3", "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{query} (visible, id 12) vs 3 infrared images, model version 3; first right match: rank 1"
+    assert lines[1:4] == [
+        f"    1  +0.99987  {gallery[1]}  id 12 right",
+        f"    2  +0.99985  {gallery[2]}  id 12 right",
+        f"    3  +0.50000  {gallery[0]}  id 7 wrong",
+    ]
+    with Image.open(out) as image:
+        picture = np.asarray(image)
+    assert _frame_colour(picture, (0, 50, 250)) == RIGHT and _frame_colour(picture, (0, 60, 250)) == WRONG
+
+
+def test_search_without_identities_prints_no_marks_and_frames_grey(tmp_path, monkeypatch, capsys):
+    query = _flat_image(tmp_path / "q.png", (200, 0, 200))
+    gallery = [_flat_image(tmp_path / "ir" / "a.png", (0, 50, 250))]
+    monkeypatch.setattr(client, "connect", lambda *args: None)
+    monkeypatch.setattr(client, "gallery_embeddings", lambda *args: (gallery, _unit([0.25]), 1))
+    monkeypatch.setattr(client, "embed_files", lambda *args: _unit([1.0]))
+    out = tmp_path / "ranked.png"
+    client.main(["search", "--gallery", str(tmp_path / "ir"), "--query", query, "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [f"{query} (visible) vs 1 infrared images, model version 1", f"    1  +0.2500  {gallery[0]}"]
+    with Image.open(out) as image:
+        assert _frame_colour(np.asarray(image), (0, 50, 250)) == UNKNOWN
+
+
+def test_a_bad_identity_list_is_one_error_line(tmp_path, monkeypatch, capsys):
+    query = _flat_image(tmp_path / "q.png", (200, 0, 200))
+    monkeypatch.setattr(client, "connect", lambda *args: None)
+    monkeypatch.setattr(client, "gallery_embeddings", lambda *args: ([query], _unit([0.25]), 1))
+    monkeypatch.setattr(client, "embed_files", lambda *args: _unit([1.0]))
+    (tmp_path / "ids.txt").write_text("nothing.jpg 3\n")
+    with pytest.raises(SystemExit) as info:
+        client.main(["search", "--gallery", str(tmp_path), "--query", query, "--gallery-ids", f"{tmp_path}/ids.txt"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path}/ids.txt names none of the 1 files, e.g. {query} (its paths are relative to its own folder)"
+    )
