@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # `make test` runs the suite once in each, whatever this CPU's default; KERNELS=0 runs one.
 KERNELS ?= 0 1
 
-.PHONY: install install-torch test lint demo export bench help
+.PHONY: install install-torch test lint demo export bench study help
 
 help:
 	@echo "make install        create .venv (Python 3.11) with the package and its test extra"
@@ -18,6 +18,7 @@ help:
 	@echo "make demo           train on the built-in synthetic set, evaluate, export (minutes on a CPU)"
 	@echo "make export         export a run for TensorFlow Serving (RUN=dir, default: the newest finished demo run)"
 	@echo "make bench          run benchmarks/ and write benchmarks/results.md and .json (about 12 minutes)"
+	@echo "make study          train a study's variants over its seeds and tabulate mean and std (STUDY=file, default configs/studies/ablation.yaml)"
 
 install: $(VENV)/.installed
 
@@ -55,3 +56,7 @@ export: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# STUDY=<study file> trains its runs under runs/studies/<name>/ (finished ones skipped) and writes study.md and .json
+study: install
+	$(PY) -m lba_tf.study $(or $(STUDY),configs/studies/ablation.yaml)
