@@ -99,6 +99,12 @@ def test_tensorboard_has_every_loss_the_rate_evaluation_and_pictures(finished_ru
     for name in ("rank1", "mAP", "mINP"):
         assert f"eval/infrared_to_visible/{name}" in tags
     assert "correspondence/rgb_ir_warped" in tags
+    # the ranked lists of the evaluations at steps 2 and 4 (every epoch of 2 steps)
+    assert [e.step for e in events.Tensors("ranked/infrared_to_visible")] == [2, 4]
+    assert sorted(p.name for p in (run_dir / "pictures").iterdir()) == [
+        "ranked_infrared_to_visible_step2.png",
+        "ranked_infrared_to_visible_step4.png",
+    ]
     lrs = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("train/lr")]
     # warm-up of one epoch to 0.1, then the milestone at epoch 1 divides by 10
     np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
