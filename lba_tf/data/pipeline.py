@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -294,6 +295,11 @@ def distributed_dataset_fn(
 def inference_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Normalised float32 batches ``[B, H, W, 3]`` of the cache in row order (the last may be short).
 
+    The dataset (and any iterator over it) holds ``images``; its python function reaches them
+    through a weak reference only, because TensorFlow keeps every python function it was given for
+    the life of the process, and with it whatever the function holds: one test-set cache per
+    evaluation.
+
     Args:
         images: uint8 ``[M, H, W, 3]``.
         batch_size: images per batch.
@@ -301,17 +307,20 @@ def inference_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     height, width = images.shape[1:3]
+    weak_images = weakref.ref(images)
 
     def rows(start: np.int64) -> np.ndarray:
-        return images[int(start) : int(start) + batch_size]
+        return weak_images()[int(start) : int(start) + batch_size]
 
     def load(start):
         batch = tf.numpy_function(rows, [start], tf.uint8, stateful=False)
         batch.set_shape([None, height, width, 3])
         return normalize(batch)
 
-    return (
+    dataset = (
         tf.data.Dataset.range(0, len(images), batch_size)
         .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+    dataset._source_images = images  # an iterator keeps its dataset, so the images live while it does
+    return dataset

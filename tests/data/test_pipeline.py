@@ -1,11 +1,13 @@
 """Input pipeline: image cache from files, training batches, resume, per-replica streams, inference."""
 
+import gc
 import logging
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from PIL import Image
 from lba_tf.config import AugmentConfig
 from lba_tf.data.errors import DataError
 from lba_tf.data.pipeline import distributed_dataset_fn, inference_dataset, load_images, training_dataset
-from lba_tf.data.preprocess import normalize
+from lba_tf.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from lba_tf.data.records import ImageRecord
 from lba_tf.data.sampler import IdentitySampler
 from lba_tf.log import logger
@@ -259,3 +261,27 @@ def test_inference_batches_cover_the_cache_in_order(dataset):
     assert [len(b) for b in batches] == [5, 5, 5, 5, 4]  # 24 images
     assert all(b.dtype == np.float32 for b in batches)
     np.testing.assert_array_equal(np.concatenate(batches), normalize(cache.images).numpy())
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 24, 64])
+def test_inference_batches_equal_a_numpy_reference(batch_size):
+    images = np.random.default_rng(1).integers(0, 256, (24, H, W, 3), np.uint8)
+    expected = (images.astype(np.float32) / np.float32(255) - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    batches = [x.numpy() for x in inference_dataset(images, batch_size)]
+    assert [len(b) for b in batches] == [len(images[i : i + batch_size]) for i in range(0, 24, batch_size)]
+    np.testing.assert_array_equal(np.concatenate(batches), expected)
+
+
+def test_inference_dataset_keeps_the_images_only_while_it_or_an_iterator_lives():
+    images = np.random.default_rng(2).integers(0, 256, (10, H, W, 3), np.uint8)
+    expected = normalize(images).numpy()
+    alive = weakref.ref(images)
+    ds = inference_dataset(images, batch_size=4)
+    iterator = iter(inference_dataset(images, batch_size=3))
+    del images
+    gc.collect()
+    np.testing.assert_array_equal(np.concatenate(list(ds)), expected)
+    np.testing.assert_array_equal(np.concatenate(list(iterator)), expected)
+    del ds, iterator
+    gc.collect()
+    assert alive() is None  # TensorFlow keeps the python functions, not what they read
